@@ -1,0 +1,7 @@
+//! Logic of pg_trickle that needs no PostgreSQL backend: duration parsing,
+//! row hashing and SQL quoting. The extension and the CLI both link it, and
+//! `cargo test -p pgtrickle-core` tests it without a database.
+
+pub mod duration;
+pub mod hash;
+pub mod quote;

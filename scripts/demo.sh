@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets up whatever is missing, builds and installs pg_trickle into
+# PostgreSQL 18, starts a throwaway cluster with the extension preloaded,
+# runs scripts/demo.sql in it, and stops the cluster.
+#
+#   scripts/demo.sh                 run the demo and clean up
+#   PGT_DEMO_KEEP=1 scripts/demo.sh leave the cluster running and print how to
+#                                   connect and stop it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=$("$(dirname "$0")/setup.sh" | tail -n1)
+BINDIR=$("$PG_CONFIG" --bindir)
+
+echo "== building and installing pg_trickle into $("$PG_CONFIG" --version)"
+cargo pgrx install --pg-config "$PG_CONFIG" --no-default-features --features pg18 >/dev/null
+
+DEMO_DIR=$(mktemp -d /tmp/pg_trickle-demo.XXXXXX)
+PORT=${PGT_DEMO_PORT:-54329}
+run_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+[ "$(id -u)" -ne 0 ] || chown postgres "$DEMO_DIR"
+
+stop_cluster() {
+    run_pg "$BINDIR/pg_ctl" -D "$DEMO_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$DEMO_DIR"
+}
+if [ -z "${PGT_DEMO_KEEP:-}" ]; then trap stop_cluster EXIT; fi
+
+echo "== starting a throwaway cluster in $DEMO_DIR on port $PORT"
+run_pg "$BINDIR/initdb" -D "$DEMO_DIR/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
+cat >> "$DEMO_DIR/data/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DEMO_DIR'
+shared_preload_libraries = 'pg_trickle'
+pg_trickle.min_schedule_seconds = 1
+pg_trickle.scheduler_interval_ms = 200
+wal_level = logical
+CONF
+run_pg "$BINDIR/pg_ctl" -D "$DEMO_DIR/data" -l "$DEMO_DIR/server.log" -w start >/dev/null
+
+"$BINDIR/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
+    -f scripts/demo.sql
+
+if [ -n "${PGT_DEMO_KEEP:-}" ]; then
+    echo
+    echo "The cluster is still running. Connect:  $BINDIR/psql -h 127.0.0.1 -p $PORT -U postgres"
+    echo "Stop it:  runuser -u postgres -- $BINDIR/pg_ctl -D $DEMO_DIR/data stop && rm -rf $DEMO_DIR"
+else
+    echo
+    echo "== demo done; stopping the cluster"
+fi

@@ -1,0 +1,4 @@
+//! The SQL surface: thin `#[pg_extern]` functions that validate their input
+//! and call into the engine.
+
+mod util;

@@ -1,0 +1,33 @@
+//! End-to-end harness: real PostgreSQL clusters started as the `postgres` OS
+//! user on free ports, with `shared_preload_libraries = 'pg_trickle'`.
+//!
+//! Which server: `PGT_PG_CONFIG` (a pg_config path) if set, else the
+//! `pgNN` entry of cargo-pgrx's `config.toml` for `PGT_PG_VERSION`
+//! (default 18). The extension must already be installed into that server
+//! (`cargo pgrx install --pg-config ...`, as `scripts/test.sh` does).
+
+mod cluster;
+mod pg_config;
+
+pub use cluster::Cluster;
+pub use pg_config::PgInstall;
+pub use postgres::{Client, Error as PgError};
+
+/// A started cluster with `pg_trickle` created in database `postgres`.
+pub fn cluster_with_extension() -> (Cluster, Client) {
+    let cluster = Cluster::start();
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION pg_trickle").expect("CREATE EXTENSION pg_trickle");
+    (cluster, client)
+}
+
+/// The SQLSTATE and message of a failed statement, for asserting on errors.
+pub fn db_error(err: &PgError) -> (String, String, Option<String>, Option<String>) {
+    let db = err.as_db_error().unwrap_or_else(|| panic!("not a database error: {err}"));
+    (
+        db.code().code().to_string(),
+        db.message().to_string(),
+        db.detail().map(str::to_string),
+        db.hint().map(str::to_string),
+    )
+}
