@@ -3,12 +3,24 @@
 use pgrx::prelude::*;
 
 mod api;
+mod catalog;
+mod cdc;
 mod config;
+mod dvm;
 mod error;
+mod lifecycle;
+mod refresh;
+mod scheduler;
+mod spi;
 
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("catalog/schema.sql", name = "catalog_schema", bootstrap);
+extension_sql_file!(
+    "catalog/monitoring.sql",
+    name = "monitoring",
+    requires = ["catalog_schema", parse_duration_seconds]
+);
 
 /// The API schema. `catalog/schema.sql` creates it (so that it belongs to
 /// the extension); this module lets `#[pg_extern(schema = "pgtrickle")]` name it.
@@ -18,6 +30,9 @@ mod pgtrickle {}
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     config::register();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        scheduler::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

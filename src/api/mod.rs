@@ -1,4 +1,6 @@
 //! The SQL surface: thin `#[pg_extern]` functions that validate their input
 //! and call into the engine.
 
+mod explain;
+mod lifecycle;
 mod util;

@@ -32,6 +32,7 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     auto_threshold     DOUBLE PRECISION,
     last_full_ms       DOUBLE PRECISION,
     functions_used     TEXT[],
+    last_error         TEXT,
     created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     UNIQUE (pgt_schema, pgt_name)
@@ -73,7 +74,10 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
                        CHECK (status IN ('RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED')),
     initiated_by       TEXT
                        CHECK (initiated_by IN ('MANUAL', 'SCHEDULER', 'INITIAL')),
-    freshness_deadline TIMESTAMPTZ
+    freshness_deadline TIMESTAMPTZ,
+    requested_action   TEXT,
+    reason             TEXT,
+    delta_rows         BIGINT
 );
 CREATE INDEX pgt_refresh_history_pgt_time_idx
     ON pgtrickle.pgt_refresh_history (pgt_id, start_time);

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod pg_config;
+pub mod oracle;
 
 pub use cluster::Cluster;
 pub use pg_config::PgInstall;

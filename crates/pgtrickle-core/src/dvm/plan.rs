@@ -1,0 +1,134 @@
+//! What a stream table maintains, independent of PostgreSQL internals.
+
+/// A visible output column of the defining query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// `format_type` of the column, e.g. `numeric(10,2)`.
+    pub type_sql: String,
+}
+
+/// The aggregates DIFFERENTIAL maintains from their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggKind {
+    CountStar,
+    Count,
+    Sum,
+    /// Average = running sum (of `state_type`) / non-null count.
+    Avg { state_type: String },
+    Min,
+    Max,
+}
+
+impl AggKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AggKind::CountStar => "count(*)",
+            AggKind::Count => "count",
+            AggKind::Sum => "sum",
+            AggKind::Avg { .. } => "avg",
+            AggKind::Min => "min",
+            AggKind::Max => "max",
+        }
+    }
+}
+
+/// One aggregate output column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agg {
+    pub kind: AggKind,
+    /// Index of the visible column that shows it.
+    pub column: usize,
+    /// Index of its argument among the core's outputs (`None` for count(*)).
+    pub arg: Option<usize>,
+}
+
+/// How the stream table is maintained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Recomputed on every refresh.
+    FullOnly,
+    /// Rows of select-project-join cores (one per UNION ALL branch); the core
+    /// outputs are the visible columns.
+    Rows { branches: usize },
+    /// Groups of one core. The core outputs the group keys (`group_columns`,
+    /// visible column indexes, in core order) and then the aggregate
+    /// arguments. No group keys: a scalar aggregate, always one row.
+    Groups { group_columns: Vec<usize>, aggs: Vec<Agg> },
+}
+
+/// Why DIFFERENTIAL cannot maintain a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    pub construct: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub columns: Vec<Column>,
+    pub shape: Shape,
+}
+
+pub const ROW_ID: &str = "__pgt_row_id";
+pub const COUNT: &str = "__pgt_count";
+
+/// Hidden state column names of aggregate `agg`.
+pub fn sum_state(agg: &Agg) -> String {
+    format!("__pgt_sum_{}", agg.column)
+}
+
+pub fn nonnull_state(agg: &Agg) -> String {
+    format!("__pgt_nn_{}", agg.column)
+}
+
+impl Plan {
+    /// Storage columns beyond the visible ones: (name, type).
+    pub fn internal_columns(&self) -> Vec<(String, String)> {
+        let mut cols = vec![(ROW_ID.to_string(), "bigint".to_string())];
+        match &self.shape {
+            Shape::FullOnly => {}
+            Shape::Rows { .. } => cols.push((COUNT.to_string(), "bigint".to_string())),
+            Shape::Groups { aggs, .. } => {
+                cols.push((COUNT.to_string(), "bigint".to_string()));
+                for agg in aggs {
+                    match &agg.kind {
+                        AggKind::CountStar | AggKind::Count => {}
+                        AggKind::Sum | AggKind::Min | AggKind::Max => {
+                            cols.push((nonnull_state(agg), "bigint".to_string()))
+                        }
+                        AggKind::Avg { state_type } => {
+                            cols.push((sum_state(agg), state_type.clone()));
+                            cols.push((nonnull_state(agg), "bigint".to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    pub fn is_differential(&self) -> bool {
+        !matches!(self.shape, Shape::FullOnly)
+    }
+
+    /// A one-line description of the maintenance, for explain_st.
+    pub fn describe(&self) -> String {
+        match &self.shape {
+            Shape::FullOnly => "full recomputation".to_string(),
+            Shape::Rows { branches } if *branches > 1 => {
+                format!("UNION ALL of {branches} select-project-join cores, rows keyed by source row identity")
+            }
+            Shape::Rows { .. } => "select-project-join, rows keyed by source row identity".to_string(),
+            Shape::Groups { group_columns, aggs } => {
+                let aggs: Vec<&str> = aggs.iter().map(|a| a.kind.name()).collect();
+                if group_columns.is_empty() {
+                    format!("scalar aggregate [{}]", aggs.join(", "))
+                } else {
+                    let keys: Vec<&str> =
+                        group_columns.iter().map(|&i| self.columns[i].name.as_str()).collect();
+                    format!("grouped by ({}) with [{}], state kept per group", keys.join(", "), aggs.join(", "))
+                }
+            }
+        }
+    }
+}

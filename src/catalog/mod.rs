@@ -1,0 +1,176 @@
+//! Typed access to the catalog tables.
+//!
+//! Reads go through text (`::text` casts) to keep one simple SPI path;
+//! every value written is quoted by `pgtrickle_core::quote`.
+
+use crate::error::{ErrorKind, PgtError, PgtResult};
+use crate::refresh::frontier::Frontier;
+use crate::spi;
+use pgrx::pg_sys::Oid;
+use pgtrickle_core::quote::literal;
+
+#[derive(Debug, Clone)]
+pub struct StreamTable {
+    pub pgt_id: i64,
+    pub relid: Oid,
+    pub schema: String,
+    pub name: String,
+    pub defining_query: String,
+    pub schedule: Option<String>,
+    pub refresh_mode: String,
+    pub status: String,
+    pub is_populated: bool,
+    pub needs_reinit: bool,
+    pub frontier: Option<Frontier>,
+    pub consecutive_errors: i32,
+    pub last_refresh_at: Option<String>,
+    pub created_at: String,
+}
+
+const COLUMNS: &str = "pgt_id::text, pgt_relid::oid::bigint::text, pgt_schema, pgt_name, defining_query, \
+    schedule, refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, \
+    consecutive_errors::text, last_refresh_at::text, created_at::text";
+
+fn from_row(row: Vec<Option<String>>) -> StreamTable {
+    let text = |i: usize| row[i].clone().unwrap_or_default();
+    StreamTable {
+        pgt_id: text(0).parse().expect("pgt_id"),
+        relid: Oid::from(text(1).parse::<u32>().expect("relid")),
+        schema: text(2),
+        name: text(3),
+        defining_query: text(4),
+        schedule: row[5].clone(),
+        refresh_mode: text(6),
+        status: text(7),
+        is_populated: text(8) == "true",
+        needs_reinit: text(9) == "true",
+        frontier: row[10].as_deref().and_then(Frontier::from_json),
+        consecutive_errors: text(11).parse().unwrap_or(0),
+        last_refresh_at: row[12].clone(),
+        created_at: text(13),
+    }
+}
+
+impl StreamTable {
+    /// The storage table, quoted and schema-qualified.
+    pub fn qualified_name(&self) -> String {
+        pgtrickle_core::quote::qualified(&self.schema, &self.name)
+    }
+
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The role that owns the storage table; refreshes read as this role.
+    pub fn owner(&self) -> Oid {
+        let owner = spi::query_value(&format!(
+            "SELECT relowner::bigint::text FROM pg_catalog.pg_class WHERE oid = {}",
+            self.relid.to_u32()
+        ));
+        Oid::from(owner.and_then(|o| o.parse::<u32>().ok()).unwrap_or(pgrx::pg_sys::BOOTSTRAP_SUPERUSERID))
+    }
+}
+
+pub fn load(pgt_id: i64) -> Option<StreamTable> {
+    spi::query(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"))
+        .into_iter()
+        .next()
+        .map(from_row)
+}
+
+pub fn all() -> Vec<StreamTable> {
+    spi::query(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id"))
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The stream table called `name` (schema-qualified or found through
+/// search_path, like a table name).
+pub fn find(name: &str) -> PgtResult<StreamTable> {
+    let relid = spi::query_value(&format!(
+        "SELECT pg_catalog.to_regclass({})::oid::bigint::text",
+        literal(name)
+    ));
+    let found = relid.and_then(|oid| {
+        spi::query(&format!(
+            "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {oid}"
+        ))
+        .into_iter()
+        .next()
+        .map(from_row)
+    });
+    found.ok_or_else(|| {
+        PgtError::new(ErrorKind::UndefinedObject, format!("stream table \"{name}\" does not exist"))
+            .with_hint("SELECT * FROM pgtrickle.pgt_status() lists the stream tables.")
+    })
+}
+
+/// Stream tables that read `pgt_id` (directly).
+pub fn dependents(pgt_id: i64) -> Vec<i64> {
+    spi::query(&format!(
+        "SELECT d.pgt_id::text FROM pgtrickle.pgt_dependencies d \
+         JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = d.source_relid WHERE s.pgt_id = {pgt_id}"
+    ))
+    .into_iter()
+    .filter_map(|r| r[0].as_ref().and_then(|v| v.parse().ok()))
+    .collect()
+}
+
+/// (pgt_id, upstream pgt_id) edges between stream tables.
+pub fn stream_table_edges() -> Vec<(i64, i64)> {
+    spi::query(
+        "SELECT d.pgt_id::text, s.pgt_id::text FROM pgtrickle.pgt_dependencies d \
+         JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = d.source_relid",
+    )
+    .into_iter()
+    .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].as_ref()?.parse().ok()?)))
+    .collect()
+}
+
+/// Source tables whose changes `pgt_id` consumes.
+pub fn tracked_sources(pgt_id: i64) -> Vec<Oid> {
+    spi::query(&format!(
+        "SELECT source_relid::bigint::text FROM pgtrickle.pgt_change_tracking \
+         WHERE {pgt_id} = ANY(tracked_by_pgt_ids) ORDER BY source_relid"
+    ))
+    .into_iter()
+    .filter_map(|r| r[0].as_ref().and_then(|v| v.parse::<u32>().ok()).map(Oid::from))
+    .collect()
+}
+
+/// Records a refresh in pgt_refresh_history.
+pub struct HistoryEntry<'a> {
+    pub pgt_id: i64,
+    pub action: &'a str,
+    pub requested_action: &'a str,
+    pub status: &'a str,
+    pub initiated_by: &'a str,
+    pub start_time: &'a str,
+    pub rows_inserted: i64,
+    pub rows_deleted: i64,
+    pub delta_rows: Option<i64>,
+    pub reason: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+}
+
+pub fn insert_history(e: &HistoryEntry) {
+    let opt = |v: Option<&str>| v.map(literal).unwrap_or_else(|| "NULL".into());
+    spi::execute(&format!(
+        "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, data_timestamp, start_time, end_time, action, \
+         requested_action, status, initiated_by, rows_inserted, rows_deleted, delta_rows, reason, error_message) \
+         VALUES ({}, {}::timestamptz, {}::timestamptz, clock_timestamp(), {}, {}, {}, {}, {}, {}, {}, {}, {})",
+        e.pgt_id,
+        literal(e.start_time),
+        literal(e.start_time),
+        literal(e.action),
+        literal(e.requested_action),
+        literal(e.status),
+        literal(e.initiated_by),
+        e.rows_inserted,
+        e.rows_deleted,
+        e.delta_rows.map(|d| d.to_string()).unwrap_or_else(|| "NULL".into()),
+        opt(e.reason),
+        opt(e.error_message),
+    ));
+}

@@ -1,0 +1,404 @@
+//! Parse and analyse a defining query with PostgreSQL's own parser and
+//! analyser, and decide how it can be maintained.
+
+use super::plan::{Agg, AggKind, Column, Shape, Unsupported};
+use crate::error::{PgtError, PgtResult};
+use pgrx::pg_sys::{self, NodeTag, Oid};
+use pgrx::{is_a, PgList};
+use std::collections::HashSet;
+use std::ffi::{CStr, CString};
+
+/// A table scanned by a block (one per occurrence in FROM).
+#[derive(Debug, Clone)]
+pub struct Relation {
+    pub rtindex: i32,
+    pub relid: Oid,
+    /// Scan inheritance children / partitions (not `ONLY`).
+    pub inh: bool,
+}
+
+/// A FROM item of a block: a table, or a subquery (a view, inlined) that is
+/// itself a select-project-join block.
+#[derive(Debug)]
+pub enum Instance {
+    Relation(Relation),
+    Nested { rtindex: i32, block: Box<Block> },
+}
+
+/// A select-project-join core: the query tree (palloc'd, valid for the
+/// current statement) and the expressions it outputs.
+#[derive(Debug)]
+pub struct Block {
+    pub query: *mut pg_sys::Query,
+    pub targets: Vec<*mut pg_sys::Node>,
+    pub instances: Vec<Instance>,
+}
+
+impl Block {
+    /// Every table under this block, depth first, in the order `flat`
+    /// consumes variants.
+    pub fn relations(&self) -> Vec<&Relation> {
+        let mut out = Vec::new();
+        for instance in &self.instances {
+            match instance {
+                Instance::Relation(r) => out.push(r),
+                Instance::Nested { block, .. } => out.extend(block.relations()),
+            }
+        }
+        out
+    }
+}
+
+/// An analysed defining query.
+pub struct Analysis {
+    pub query: *mut pg_sys::Query,
+    pub columns: Vec<Column>,
+    /// How DIFFERENTIAL maintains it, or why it cannot.
+    pub differential: Result<(Shape, Vec<Block>), Unsupported>,
+}
+
+fn unsupported<T>(construct: impl Into<String>) -> Result<T, Unsupported> {
+    Err(Unsupported { construct: construct.into() })
+}
+
+fn cstr(ptr: *const std::ffi::c_char) -> String {
+    if ptr.is_null() {
+        String::new()
+    } else {
+        unsafe { CStr::from_ptr(ptr).to_string_lossy().into_owned() }
+    }
+}
+
+/// Parses and analyses (and rewrites: views become subqueries) one SELECT.
+pub fn parse_select(sql: &str) -> PgtResult<*mut pg_sys::Query> {
+    let c_sql = CString::new(sql).map_err(|_| PgtError::invalid("the query contains a NUL byte"))?;
+    unsafe {
+        let raws = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(c_sql.as_ptr()));
+        if raws.len() != 1 {
+            return Err(PgtError::invalid(format!(
+                "the defining query must be exactly one SELECT statement, found {} statements",
+                raws.len()
+            )));
+        }
+        let raw = raws.get_ptr(0).expect("one statement");
+        if !is_a((*raw).stmt, NodeTag::T_SelectStmt) {
+            return Err(PgtError::invalid("the defining query must be a SELECT statement")
+                .with_hint("Pass the query only, for example 'SELECT region, sum(amount) FROM orders GROUP BY region'."));
+        }
+        if !(*((*raw).stmt as *mut pg_sys::SelectStmt)).intoClause.is_null() {
+            return Err(PgtError::invalid("SELECT INTO cannot define a stream table")
+                .with_hint("Remove the INTO clause; the stream table is the target."));
+        }
+        let queries = PgList::<pg_sys::Query>::from_pg(pg_sys::pg_analyze_and_rewrite_fixedparams(
+            raw,
+            c_sql.as_ptr(),
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        ));
+        match (queries.len(), queries.get_ptr(0)) {
+            (1, Some(q)) if (*q).commandType == pg_sys::CmdType::CMD_SELECT => Ok(q),
+            _ => Err(PgtError::invalid("the defining query must rewrite to a single SELECT")),
+        }
+    }
+}
+
+/// Analyses `sql`: its visible columns and how it can be maintained.
+pub fn analyze(sql: &str) -> PgtResult<Analysis> {
+    let query = parse_select(sql)?;
+    unsafe {
+        let columns = output_columns(query)?;
+        let differential = plan_query(query);
+        Ok(Analysis { query, columns, differential })
+    }
+}
+
+unsafe fn output_columns(q: *mut pg_sys::Query) -> PgtResult<Vec<Column>> {
+    let mut columns: Vec<Column> = Vec::new();
+    let tlist = PgList::<pg_sys::TargetEntry>::from_pg((*q).targetList);
+    for (i, tle) in tlist.iter_ptr().enumerate() {
+        if (*tle).resjunk {
+            continue;
+        }
+        let name = cstr((*tle).resname);
+        if name.is_empty() || name == "?column?" {
+            return Err(PgtError::invalid(format!("output column {} of the query has no name", i + 1))
+                .with_hint("Give every expression an alias, for example SELECT count(*) AS n."));
+        }
+        if name.starts_with("__pgt_") {
+            return Err(PgtError::invalid(format!("output column name \"{name}\" is reserved"))
+                .with_detail("Names starting with __pgt_ are pg_trickle's internal columns.")
+                .with_hint("Rename the column with an alias."));
+        }
+        if columns.iter().any(|c| c.name == name) {
+            return Err(PgtError::invalid(format!("the query returns more than one column named \"{name}\""))
+                .with_hint("Give the columns distinct aliases."));
+        }
+        let expr = (*tle).expr as *mut pg_sys::Node;
+        let type_sql = cstr(pg_sys::format_type_with_typemod(pg_sys::exprType(expr), pg_sys::exprTypmod(expr)));
+        columns.push(Column { name, type_sql });
+    }
+    if columns.is_empty() {
+        return Err(PgtError::invalid("the defining query returns no columns"));
+    }
+    Ok(columns)
+}
+
+unsafe fn rt_fetch(q: *mut pg_sys::Query, rtindex: i32) -> *mut pg_sys::RangeTblEntry {
+    PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable)
+        .get_ptr(rtindex as usize - 1)
+        .expect("range table index in range")
+}
+
+unsafe fn common_checks(q: *mut pg_sys::Query) -> Result<(), Unsupported> {
+    let q = &*q;
+    if q.hasWindowFuncs {
+        return unsupported("window functions");
+    }
+    if q.hasTargetSRFs {
+        return unsupported("set-returning functions in the select list");
+    }
+    if q.hasSubLinks {
+        return unsupported("subqueries in expressions (IN, EXISTS, scalar subqueries)");
+    }
+    if !q.cteList.is_null() || q.hasRecursive {
+        return unsupported("WITH queries");
+    }
+    if q.hasDistinctOn {
+        return unsupported("DISTINCT ON");
+    }
+    if !q.groupingSets.is_null() {
+        return unsupported("GROUPING SETS, ROLLUP or CUBE");
+    }
+    if !q.limitCount.is_null() || !q.limitOffset.is_null() {
+        return unsupported("LIMIT or OFFSET");
+    }
+    if q.hasForUpdate {
+        return unsupported("FOR UPDATE / FOR SHARE");
+    }
+    if !q.havingQual.is_null() {
+        return unsupported("HAVING");
+    }
+    Ok(())
+}
+
+unsafe fn plan_query(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsupported> {
+    common_checks(q)?;
+    if !(*q).setOperations.is_null() {
+        let mut leaves = Vec::new();
+        collect_union_all(q, (*q).setOperations, &mut leaves)?;
+        let blocks = leaves.into_iter().map(|sub| spj_block(sub)).collect::<Result<Vec<_>, _>>()?;
+        return Ok((Shape::Rows { branches: blocks.len() }, blocks));
+    }
+    if (*q).hasAggs || !(*q).groupClause.is_null() {
+        return grouped_block(q);
+    }
+    if !(*q).distinctClause.is_null() {
+        let block = Block { query: q, targets: visible_exprs(q), instances: from_items(q)? };
+        let group_columns = (0..block.targets.len()).collect();
+        return Ok((Shape::Groups { group_columns, aggs: vec![] }, vec![block]));
+    }
+    Ok((Shape::Rows { branches: 1 }, vec![spj_block(q)?]))
+}
+
+unsafe fn collect_union_all(
+    q: *mut pg_sys::Query,
+    node: *mut pg_sys::Node,
+    leaves: &mut Vec<*mut pg_sys::Query>,
+) -> Result<(), Unsupported> {
+    if is_a(node, NodeTag::T_RangeTblRef) {
+        let rte = rt_fetch(q, (*(node as *mut pg_sys::RangeTblRef)).rtindex);
+        leaves.push((*rte).subquery);
+        return Ok(());
+    }
+    let op = node as *mut pg_sys::SetOperationStmt;
+    if (*op).op != pg_sys::SetOperation::SETOP_UNION || !(*op).all {
+        let name = match (*op).op {
+            pg_sys::SetOperation::SETOP_UNION => "UNION (without ALL)",
+            pg_sys::SetOperation::SETOP_INTERSECT => "INTERSECT",
+            _ => "EXCEPT",
+        };
+        return unsupported(name);
+    }
+    collect_union_all(q, (*op).larg, leaves)?;
+    collect_union_all(q, (*op).rarg, leaves)
+}
+
+unsafe fn visible_exprs(q: *mut pg_sys::Query) -> Vec<*mut pg_sys::Node> {
+    PgList::<pg_sys::TargetEntry>::from_pg((*q).targetList)
+        .iter_ptr()
+        .filter(|tle| !(**tle).resjunk)
+        .map(|tle| (*tle).expr as *mut pg_sys::Node)
+        .collect()
+}
+
+/// A select-project-join block without grouping.
+unsafe fn spj_block(q: *mut pg_sys::Query) -> Result<Block, Unsupported> {
+    common_checks(q)?;
+    if !(*q).setOperations.is_null() {
+        return unsupported("set operations nested inside a subquery or branch");
+    }
+    if (*q).hasAggs || !(*q).groupClause.is_null() {
+        return unsupported("aggregates inside a subquery, view or UNION ALL branch");
+    }
+    if !(*q).distinctClause.is_null() {
+        return unsupported("DISTINCT inside a subquery, view or UNION ALL branch");
+    }
+    Ok(Block { query: q, targets: visible_exprs(q), instances: from_items(q)? })
+}
+
+unsafe fn from_items(q: *mut pg_sys::Query) -> Result<Vec<Instance>, Unsupported> {
+    let mut instances = Vec::new();
+    let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable);
+    for (i, rte) in rtable.iter_ptr().enumerate() {
+        let rtindex = i as i32 + 1;
+        match (*rte).rtekind {
+            pg_sys::RTEKind::RTE_RELATION => {
+                if !(*rte).inFromCl {
+                    continue; // PG15 keeps a view's OLD/NEW placeholders here
+                }
+                if !(*rte).tablesample.is_null() {
+                    return unsupported("TABLESAMPLE");
+                }
+                match (*rte).relkind as u8 {
+                    b'r' | b'p' => instances.push(Instance::Relation(Relation {
+                        rtindex,
+                        relid: (*rte).relid,
+                        inh: (*rte).inh,
+                    })),
+                    b'm' => return unsupported("materialized views as sources (make it a stream table)"),
+                    b'f' => return unsupported("foreign tables as sources"),
+                    _ => return unsupported("this kind of relation as a source"),
+                }
+            }
+            pg_sys::RTEKind::RTE_SUBQUERY => {
+                let block = spj_block((*rte).subquery)?;
+                instances.push(Instance::Nested { rtindex, block: Box::new(block) });
+            }
+            pg_sys::RTEKind::RTE_JOIN => {
+                if (*rte).jointype != pg_sys::JoinType::JOIN_INNER {
+                    return unsupported(match (*rte).jointype {
+                        pg_sys::JoinType::JOIN_LEFT => "LEFT JOIN",
+                        pg_sys::JoinType::JOIN_RIGHT => "RIGHT JOIN",
+                        pg_sys::JoinType::JOIN_FULL => "FULL JOIN",
+                        _ => "this kind of join",
+                    });
+                }
+            }
+            pg_sys::RTEKind::RTE_FUNCTION => return unsupported("functions in FROM"),
+            pg_sys::RTEKind::RTE_VALUES => return unsupported("VALUES lists in FROM"),
+            pg_sys::RTEKind::RTE_CTE => return unsupported("WITH queries"),
+            pg_sys::RTEKind::RTE_TABLEFUNC => return unsupported("XMLTABLE / JSON_TABLE"),
+            _ => {} // RTE_GROUP (PG18) and RTE_RESULT carry no rows of their own
+        }
+    }
+    Ok(instances)
+}
+
+/// Resolves a PG18 grouping Var (pointing at the RTE_GROUP entry) to the
+/// grouped expression; other nodes are returned unchanged.
+#[allow(unused_variables)]
+unsafe fn resolve_group_var(q: *mut pg_sys::Query, node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    #[cfg(feature = "pg18")]
+    if is_a(node, NodeTag::T_Var) {
+        let var = node as *mut pg_sys::Var;
+        if (*var).varlevelsup == 0 {
+            let rte = rt_fetch(q, (*var).varno);
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_GROUP {
+                return PgList::<pg_sys::Node>::from_pg((*rte).groupexprs)
+                    .get_ptr((*var).varattno as usize - 1)
+                    .expect("grouping expression");
+            }
+        }
+    }
+    node
+}
+
+unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsupported> {
+    if !(*q).distinctClause.is_null() {
+        return unsupported("DISTINCT together with GROUP BY or aggregates");
+    }
+    let instances = from_items(q)?;
+    let group_refs: HashSet<u32> = PgList::<pg_sys::SortGroupClause>::from_pg((*q).groupClause)
+        .iter_ptr()
+        .map(|sgc| (*sgc).tleSortGroupRef)
+        .collect();
+    let mut visible_refs = HashSet::new();
+    let mut group_columns = Vec::new();
+    let mut group_exprs = Vec::new();
+    let mut aggs: Vec<(AggKind, usize, Option<*mut pg_sys::Node>)> = Vec::new();
+    let tlist = PgList::<pg_sys::TargetEntry>::from_pg((*q).targetList);
+    let mut col = 0;
+    for tle in tlist.iter_ptr() {
+        if (*tle).resjunk {
+            continue;
+        }
+        let expr = (*tle).expr as *mut pg_sys::Node;
+        if is_a(expr, NodeTag::T_Aggref) {
+            let (kind, arg) = aggregate(expr as *mut pg_sys::Aggref)?;
+            aggs.push((kind, col, arg));
+        } else if (*tle).ressortgroupref != 0 && group_refs.contains(&(*tle).ressortgroupref) {
+            visible_refs.insert((*tle).ressortgroupref);
+            group_columns.push(col);
+            group_exprs.push(resolve_group_var(q, expr));
+        } else {
+            return unsupported(
+                "an expression over aggregates in the select list (select the aggregate itself, e.g. sum(x) rather than sum(x) * 2)",
+            );
+        }
+        col += 1;
+    }
+    if visible_refs.len() != group_refs.len() {
+        return unsupported("GROUP BY expressions that are not in the select list");
+    }
+    let mut targets = group_exprs;
+    let mut plan_aggs = Vec::new();
+    for (kind, column, arg) in aggs {
+        let arg_index = arg.map(|a| {
+            targets.push(a);
+            targets.len() - 1
+        });
+        plan_aggs.push(Agg { kind, column, arg: arg_index });
+    }
+    let block = Block { query: q, targets, instances };
+    Ok((Shape::Groups { group_columns, aggs: plan_aggs }, vec![block]))
+}
+
+unsafe fn aggregate(agg: *mut pg_sys::Aggref) -> Result<(AggKind, Option<*mut pg_sys::Node>), Unsupported> {
+    let name = cstr(pg_sys::get_func_name((*agg).aggfnoid));
+    let builtin = pg_sys::get_func_namespace((*agg).aggfnoid) == Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
+    if !(*agg).aggdistinct.is_null() {
+        return unsupported(format!("{name}(DISTINCT ...)"));
+    }
+    if !(*agg).aggfilter.is_null() {
+        return unsupported(format!("FILTER on {name}()"));
+    }
+    if !(*agg).aggorder.is_null() {
+        return unsupported(format!("ORDER BY inside {name}()"));
+    }
+    let args: Vec<*mut pg_sys::Node> = PgList::<pg_sys::TargetEntry>::from_pg((*agg).args)
+        .iter_ptr()
+        .map(|tle| (*tle).expr as *mut pg_sys::Node)
+        .collect();
+    let arg = args.first().copied();
+    let kind = match (builtin, name.as_str(), args.len()) {
+        (true, "count", 0) if (*agg).aggstar => AggKind::CountStar,
+        (true, "count", 1) => AggKind::Count,
+        (true, "sum", 1) => AggKind::Sum,
+        (true, "min", 1) => AggKind::Min,
+        (true, "max", 1) => AggKind::Max,
+        (true, "avg", 1) => {
+            let ty = pg_sys::exprType(arg.expect("one argument"));
+            let state_type = match ty {
+                pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::NUMERICOID => "numeric",
+                pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => "double precision",
+                pg_sys::INTERVALOID => "interval",
+                _ => return unsupported("avg() over this type"),
+            };
+            AggKind::Avg { state_type: state_type.to_string() }
+        }
+        _ => return unsupported(format!("the aggregate function {name}()")),
+    };
+    let arg = if kind == AggKind::CountStar { None } else { arg };
+    Ok((kind, arg))
+}

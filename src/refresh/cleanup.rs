@@ -1,0 +1,66 @@
+//! Deleting changes every consumer has applied.
+
+use crate::catalog;
+use crate::cdc::CdcObjects;
+use crate::config;
+use crate::spi;
+use pgrx::pg_sys::{self, Oid};
+
+/// Removes from each source's buffer the changes all its consumers have
+/// consumed; empties a fully consumed buffer with TRUNCATE when
+/// `pg_trickle.cleanup_use_truncate` is on and nobody is writing to it.
+pub fn consumed_changes(sources: &[Oid]) {
+    for &source in sources {
+        let Some(objects) = CdcObjects::existing(source) else { continue };
+        // Locks the consumer list: a stream table being created over this
+        // source waits, and is seen once it commits.
+        let consumers = spi::query_value(&format!(
+            "SELECT tracked_by_pgt_ids::text FROM pgtrickle.pgt_change_tracking WHERE source_relid = {} FOR UPDATE",
+            source.to_u32()
+        ));
+        let ids: Vec<i64> = consumers
+            .unwrap_or_default()
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let mut conditions = Vec::new();
+        for id in &ids {
+            match catalog::load(*id).and_then(|st| st.frontier) {
+                Some(f) => conditions.push(f.consumed(source, "r")),
+                None => {
+                    conditions.clear();
+                    break;
+                }
+            }
+        }
+        if conditions.is_empty() {
+            continue;
+        }
+        let buffer = objects.buffer_name();
+        spi::execute(&format!("DELETE FROM {buffer} r WHERE {}", conditions.join(" AND ")));
+        if config::CLEANUP_USE_TRUNCATE.get() {
+            truncate_if_empty(&buffer);
+        }
+    }
+}
+
+fn truncate_if_empty(buffer: &str) {
+    // Only with a fresh snapshot per statement can "empty" be checked after
+    // the lock; under REPEATABLE READ rows committed later would be missed.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        return;
+    }
+    let relid = spi::query_value(&format!("SELECT '{}'::regclass::oid::bigint::text", buffer.replace('\'', "''")));
+    let Some(relid) = relid.and_then(|r| r.parse::<u32>().ok()) else { return };
+    let locked = unsafe {
+        pg_sys::ConditionalLockRelationOid(Oid::from(relid), pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE)
+    };
+    if !locked {
+        return;
+    }
+    let remaining = spi::query_value(&format!("SELECT count(*)::text FROM {buffer}"));
+    if remaining.as_deref() == Some("0") {
+        spi::execute(&format!("TRUNCATE {buffer}"));
+    }
+}

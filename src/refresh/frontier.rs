@@ -1,0 +1,60 @@
+//! The frontier: up to where a stream table has consumed its sources'
+//! changes.
+//!
+//! A change is identified by the transaction that made it (`xid8`). A
+//! refresh reads the sources with one MVCC snapshot; every change visible
+//! in that snapshot is in the stream table afterwards, and no other change
+//! is. Changes made earlier in the refreshing transaction itself are
+//! visible to it but not "visible in the snapshot", so the frontier also
+//! records that transaction id and, per source, the last of its changes
+//! that were consumed. The JSON form is internal (tier 3).
+
+use pgrx::pg_sys::Oid;
+use pgtrickle_core::quote::literal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Frontier {
+    /// `pg_snapshot` text of the refresh's snapshot.
+    pub snapshot: String,
+    /// The refreshing transaction, when it had written anything.
+    pub own_xid: Option<String>,
+    /// Per source OID: highest `change_id` of `own_xid` consumed.
+    pub own_max_change: BTreeMap<String, i64>,
+    /// WAL insert position at the refresh, for lag reporting.
+    pub lsn: String,
+    /// When the snapshot was taken.
+    pub data_timestamp: String,
+}
+
+impl Frontier {
+    pub fn from_json(text: &str) -> Option<Frontier> {
+        serde_json::from_str(text).ok()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("frontier serializes")
+    }
+
+    /// SQL predicate: the buffer row `alias` of `source` was consumed.
+    pub fn consumed(&self, source: Oid, alias: &str) -> String {
+        let mut pred = format!(
+            "pg_catalog.pg_visible_in_snapshot({alias}.xid, {}::pg_catalog.pg_snapshot)",
+            literal(&self.snapshot)
+        );
+        if let Some(xid) = &self.own_xid {
+            let max = self.own_max_change.get(&source.to_u32().to_string()).copied().unwrap_or(0);
+            pred.push_str(&format!(
+                " OR ({alias}.xid = {}::pg_catalog.xid8 AND {alias}.change_id <= {max})",
+                literal(xid)
+            ));
+        }
+        format!("({pred})")
+    }
+
+    /// SQL predicate: the buffer row `alias` of `source` is new since this frontier.
+    pub fn window(&self, source: Oid, alias: &str) -> String {
+        format!("NOT {}", self.consumed(source, alias))
+    }
+}

@@ -1,0 +1,397 @@
+//! Refreshing a stream table: decide FULL, DIFFERENTIAL or NO_DATA, run the
+//! statements with one snapshot as the stream table's owner, move the
+//! frontier, clean up consumed changes, and record what happened.
+
+pub mod cleanup;
+pub mod frontier;
+mod window;
+
+use crate::catalog::{self, HistoryEntry, StreamTable};
+use crate::config;
+use crate::dvm::analyze::{analyze, Analysis, Block};
+use crate::dvm::flat::{Printer, Variant};
+use crate::dvm::plan::{Plan, Shape};
+use crate::dvm::sqlgen::{self, Core, Scratch, Statement, Tally};
+use crate::error::{ErrorKind, PgtError, PgtResult};
+use crate::spi::{self, PinnedSnapshot};
+use frontier::Frontier;
+use pgrx::pg_sys::Oid;
+use pgtrickle_core::quote::literal;
+use std::collections::BTreeMap;
+use window::SourceWindow;
+
+/// Who asked for a refresh (`pgt_refresh_history.initiated_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    Manual,
+    Scheduler,
+    Initial,
+}
+
+impl Initiator {
+    fn as_str(self) -> &'static str {
+        match self {
+            Initiator::Manual => "MANUAL",
+            Initiator::Scheduler => "SCHEDULER",
+            Initiator::Initial => "INITIAL",
+        }
+    }
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: &'static str,
+    pub rows_inserted: i64,
+    pub rows_deleted: i64,
+    pub delta_rows: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Key of the advisory lock that serialises refreshes of one stream table.
+const LOCK_CLASS: i32 = 0x7067_74; // "pgt"
+
+/// Takes the refresh lock of `pgt_id` for the rest of the transaction;
+/// `false` if `wait` is off and another refresh holds it.
+pub fn lock(pgt_id: i64, wait: bool) -> bool {
+    if wait {
+        spi::execute(&format!("SELECT pg_catalog.pg_advisory_xact_lock({LOCK_CLASS}, {}::int4)", pgt_id as i32));
+        true
+    } else {
+        spi::query_value(&format!(
+            "SELECT pg_catalog.pg_try_advisory_xact_lock({LOCK_CLASS}, {}::int4)::text",
+            pgt_id as i32
+        ))
+        .as_deref()
+            == Some("true")
+    }
+}
+
+/// Maximum tables that may change in one window of a core before the
+/// refresh falls back to FULL (inclusion–exclusion needs 2^n - 1 terms).
+const MAX_CHANGED_TABLES: usize = 5;
+
+/// The storage plan of a stream table's query. It depends on the query only
+/// (not on the refresh mode), so that changing the mode keeps the storage.
+pub fn plan_for(analysis: &Analysis) -> Plan {
+    let shape = match &analysis.differential {
+        Ok((shape, _)) => shape.clone(),
+        Err(_) => Shape::FullOnly,
+    };
+    Plan { columns: analysis.columns.clone(), shape }
+}
+
+/// Refreshes `st`, which the caller has locked. Returns what was done.
+pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outcome> {
+    if st.status == "ERROR" {
+        return Err(PgtError::new(
+            ErrorKind::ObjectState,
+            format!("stream table {} is in ERROR status", st.display_name()),
+        )
+        .with_hint(format!(
+            "Fix the cause, then SELECT pgtrickle.alter_stream_table({}, status => 'ACTIVE').",
+            literal(&st.display_name())
+        )));
+    }
+    let start_time = spi::query_value("SELECT pg_catalog.clock_timestamp()::text").expect("clock");
+    let snapshot = PinnedSnapshot::take();
+    let owner = st.owner();
+    let analysis = analyze(&st.defining_query)?;
+    let plan = plan_for(&analysis);
+    let requested = if st.refresh_mode == "FULL" || !plan.is_differential() { "FULL" } else { "DIFFERENTIAL" };
+
+    let sources = catalog::tracked_sources(st.pgt_id);
+    let windows: Vec<SourceWindow> = match &st.frontier {
+        Some(f) if st.is_populated && plan.is_differential() => {
+            sources.iter().map(|&s| SourceWindow::measure(s, f, &snapshot)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let decision = decide(st, &plan, &analysis, &windows);
+    let (tally, action) = spi::as_role(owner, || -> PgtResult<((i64, i64), &'static str)> {
+        match &decision {
+            Decision::Full(_) => Ok((run(&full_statements(st, &plan, &analysis)?, &snapshot), "FULL")),
+            Decision::NoData => Ok(((0, 0), "NO_DATA")),
+            Decision::Differential => {
+                let stmts = differential_statements(st, &plan, &analysis, &windows)?;
+                Ok((run(&stmts, &snapshot), "DIFFERENTIAL"))
+            }
+        }
+    })?;
+    let new_frontier = capture_frontier(&sources, &snapshot);
+    let delta_rows = if windows.is_empty() { None } else { Some(windows.iter().map(|w| w.changes).sum()) };
+    let reason = match &decision {
+        Decision::Full(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    spi::as_role(spi::superuser(), || {
+        spi::execute(&format!(
+            "UPDATE pgtrickle.pgt_stream_tables SET frontier = {}::jsonb, data_timestamp = {}::timestamptz, \
+             last_refresh_at = pg_catalog.now(), is_populated = true, needs_reinit = false, \
+             status = CASE WHEN status = 'INITIALIZING' THEN 'ACTIVE' ELSE status END, \
+             consecutive_errors = 0, last_error = NULL, updated_at = pg_catalog.now() \
+             {} WHERE pgt_id = {}",
+            literal(&new_frontier.to_json()),
+            literal(&new_frontier.data_timestamp),
+            if action == "FULL" {
+                ", last_full_ms = extract(epoch FROM pg_catalog.clock_timestamp() - ".to_string()
+                    + &literal(&start_time)
+                    + "::timestamptz) * 1000"
+            } else {
+                String::new()
+            },
+            st.pgt_id
+        ));
+        catalog::insert_history(&HistoryEntry {
+            pgt_id: st.pgt_id,
+            action,
+            requested_action: requested,
+            status: "COMPLETED",
+            initiated_by: initiator.as_str(),
+            start_time: &start_time,
+            rows_inserted: tally.0,
+            rows_deleted: tally.1,
+            delta_rows,
+            reason: reason.as_deref(),
+            error_message: None,
+        });
+        cleanup::consumed_changes(&sources);
+        notify_refresh(st, action, tally, &start_time);
+    });
+    Ok(Outcome { action, rows_inserted: tally.0, rows_deleted: tally.1, delta_rows, reason })
+}
+
+enum Decision {
+    Full(String),
+    NoData,
+    Differential,
+}
+
+fn decide(st: &StreamTable, plan: &Plan, analysis: &Analysis, windows: &[SourceWindow]) -> Decision {
+    if !st.is_populated {
+        return Decision::Full("first population".into());
+    }
+    if st.needs_reinit {
+        return Decision::Full("reinitialization".into());
+    }
+    if st.refresh_mode == "FULL" {
+        return Decision::Full("refresh mode FULL".into());
+    }
+    if let Err(unsupported) = &analysis.differential {
+        return Decision::Full(format!("AUTO: DIFFERENTIAL cannot maintain {}", unsupported.construct));
+    }
+    if st.frontier.is_none() {
+        return Decision::Full("no frontier recorded".into());
+    }
+    if let Some(w) = windows.iter().find(|w| w.truncated) {
+        return Decision::Full(format!("source {} was truncated", w.name));
+    }
+    let changes: i64 = windows.iter().map(|w| w.changes).sum();
+    if changes == 0 {
+        return Decision::NoData;
+    }
+    if st.refresh_mode == "AUTO" {
+        let rows: f64 = windows.iter().map(|w| w.estimated_rows.max(1.0)).sum();
+        let ratio = changes as f64 / rows.max(1.0);
+        let max = config::DIFFERENTIAL_MAX_CHANGE_RATIO.get();
+        if ratio > max {
+            return Decision::Full(format!(
+                "AUTO: change ratio {ratio:.3} above pg_trickle.differential_max_change_ratio ({max})"
+            ));
+        }
+    }
+    if let Ok((_, blocks)) = &analysis.differential {
+        let changed: Vec<Oid> = windows.iter().filter(|w| w.changes > 0).map(|w| w.source).collect();
+        for block in blocks {
+            let n = block.relations().iter().filter(|r| changed.contains(&r.relid)).count();
+            if n > MAX_CHANGED_TABLES {
+                return Decision::Full(format!("{n} changed tables in one join (more than {MAX_CHANGED_TABLES})"));
+            }
+        }
+    }
+    let _ = plan;
+    Decision::Differential
+}
+
+/// Runs statements as of `snapshot`; returns (rows inserted, rows deleted).
+fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64) {
+    let planner = if config::MERGE_PLANNER_HINTS.get() {
+        spi::execute(&format!(
+            "SELECT pg_catalog.set_config('work_mem', '{}MB', true)",
+            config::MERGE_WORK_MEM_MB.get()
+        ));
+        true
+    } else {
+        false
+    };
+    let mut tally = (0, 0);
+    for statement in statements {
+        let n = spi::execute_at(&statement.sql, snapshot) as i64;
+        match statement.tally {
+            Tally::Inserted => tally.0 += n,
+            Tally::Deleted => tally.1 += n,
+            Tally::None => {}
+        }
+    }
+    let _ = planner;
+    tally
+}
+
+fn full_statements(st: &StreamTable, plan: &Plan, analysis: &Analysis) -> PgtResult<Vec<Statement>> {
+    let table = st.qualified_name();
+    let mut stmts =
+        vec![Statement { sql: format!("DELETE FROM {table}"), tally: Tally::Deleted }];
+    match (&plan.shape, &analysis.differential) {
+        (Shape::FullOnly, _) | (_, Err(_)) => {
+            stmts.push(sqlgen::full_only_insert(plan, &table, &st.defining_query));
+        }
+        (_, Ok((_, blocks))) => {
+            let mut printer = Printer::default();
+            let cores = blocks
+                .iter()
+                .enumerate()
+                .map(|(b, block)| full_core(&mut printer, block, b))
+                .collect::<PgtResult<Vec<_>>>()?;
+            stmts.extend(sqlgen::full_insert(plan, &table, &cores));
+        }
+    }
+    Ok(stmts)
+}
+
+fn full_core(printer: &mut Printer, block: &Block, branch: usize) -> PgtResult<Core> {
+    let variants = vec![Variant::Full; block.relations().len()];
+    Ok(Core { sql: printer.core(block, &variants)?, relations: block.instances.len(), branch, sign: 1 })
+}
+
+fn differential_statements(
+    st: &StreamTable,
+    plan: &Plan,
+    analysis: &Analysis,
+    windows: &[SourceWindow],
+) -> PgtResult<Vec<Statement>> {
+    let Ok((_, blocks)) = &analysis.differential else {
+        unreachable!("differential refresh of a query without a differential plan")
+    };
+    let table = st.qualified_name();
+    let frontier = st.frontier.as_ref().expect("differential refresh needs a frontier");
+    let mut printer = Printer::default();
+    let mut cores = Vec::new();
+    for (b, block) in blocks.iter().enumerate() {
+        let relations = block.relations();
+        let changed: Vec<usize> = relations
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| windows.iter().any(|w| w.source == r.relid && w.changes > 0))
+            .map(|(i, _)| i)
+            .collect();
+        // Inclusion–exclusion over the non-empty subsets of changed tables.
+        for mask in 1u32..(1u32 << changed.len()) {
+            let mut variants = vec![Variant::Full; relations.len()];
+            let mut picked = 0;
+            for (bit, &i) in changed.iter().enumerate() {
+                if mask & (1 << bit) != 0 {
+                    let w = windows.iter().find(|w| w.source == relations[i].relid).expect("window");
+                    variants[i] = Variant::Delta { buffer: w.buffer.clone(), window: frontier.window(w.source, "r") };
+                    picked += 1;
+                }
+            }
+            let sign = if picked % 2 == 1 { 1 } else { -1 };
+            cores.push(Core {
+                sql: printer.core(block, &variants)?,
+                relations: block.instances.len(),
+                branch: b,
+                sign,
+            });
+        }
+    }
+    let scratch = Scratch::for_stream_table(st.pgt_id);
+    let full = full_core(&mut printer, &blocks[0], 0)?;
+    Ok(sqlgen::differential_apply(plan, &table, &cores, &full, &scratch))
+}
+
+fn capture_frontier(sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
+    let row = spi::query_at(
+        "SELECT pg_catalog.pg_current_snapshot()::text, pg_catalog.pg_current_xact_id_if_assigned()::text, \
+         pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.clock_timestamp()::text",
+        snapshot,
+    )
+    .into_iter()
+    .next()
+    .expect("one row");
+    let own_xid = row[1].clone();
+    let mut own_max_change = BTreeMap::new();
+    if let Some(xid) = &own_xid {
+        for &source in sources {
+            if let Some(objects) = crate::cdc::CdcObjects::existing(source) {
+                let max = spi::as_role(spi::superuser(), || {
+                    spi::query_value(&format!(
+                        "SELECT max(change_id)::text FROM {} WHERE xid = {}::pg_catalog.xid8",
+                        objects.buffer_name(),
+                        literal(xid)
+                    ))
+                });
+                if let Some(max) = max.and_then(|m| m.parse().ok()) {
+                    own_max_change.insert(source.to_u32().to_string(), max);
+                }
+            }
+        }
+    }
+    Frontier {
+        snapshot: row[0].clone().unwrap_or_default(),
+        own_xid,
+        own_max_change,
+        lsn: row[2].clone().unwrap_or_default(),
+        data_timestamp: row[3].clone().unwrap_or_default(),
+    }
+}
+
+fn notify_refresh(st: &StreamTable, action: &str, tally: (i64, i64), start_time: &str) {
+    let payload = serde_json::json!({
+        "schema": st.schema,
+        "name": st.name,
+        "action": action,
+        "rows_inserted": tally.0,
+        "rows_deleted": tally.1,
+        "started_at": start_time,
+    });
+    spi::execute(&format!(
+        "SELECT pg_catalog.pg_notify('pg_trickle_refresh', {})",
+        literal(&payload.to_string())
+    ));
+}
+
+/// The statements a differential refresh would run if every tracked source
+/// had changed, for explain_st.
+pub fn explain_delta_sql(st: &StreamTable, plan: &Plan, analysis: &Analysis) -> PgtResult<Vec<(String, String)>> {
+    let mut st = st.clone();
+    if st.frontier.is_none() {
+        let snapshot = PinnedSnapshot::take();
+        st.frontier = Some(capture_frontier(&[], &snapshot));
+    }
+    let windows: Vec<SourceWindow> = catalog::tracked_sources(st.pgt_id)
+        .into_iter()
+        .filter_map(|source| {
+            let objects = crate::cdc::CdcObjects::existing(source)?;
+            Some(SourceWindow {
+                source,
+                name: String::new(),
+                buffer: objects.buffer_name(),
+                changes: 1,
+                truncated: false,
+                estimated_rows: 0.0,
+            })
+        })
+        .collect();
+    if windows.is_empty() {
+        return Ok(full_statements(&st, plan, analysis)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (format!("full_sql[{i}]"), s.sql))
+            .collect());
+    }
+    Ok(differential_statements(&st, plan, analysis, &windows)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (format!("delta_sql[{i}]"), s.sql))
+        .collect())
+}

@@ -1,0 +1,54 @@
+//! How many changes of one source are new since a stream table's frontier.
+
+use super::frontier::Frontier;
+use crate::cdc::CdcObjects;
+use crate::spi::{self, PinnedSnapshot};
+use pgrx::pg_sys::Oid;
+
+pub struct SourceWindow {
+    pub source: Oid,
+    pub name: String,
+    pub buffer: String,
+    /// Row images (inserts + deletes) in the window.
+    pub changes: i64,
+    /// A TRUNCATE happened in the window.
+    pub truncated: bool,
+    /// The planner's estimate of the source's size, for AUTO's ratio.
+    pub estimated_rows: f64,
+}
+
+impl SourceWindow {
+    pub fn measure(source: Oid, frontier: &Frontier, snapshot: &PinnedSnapshot) -> SourceWindow {
+        let oid = source.to_u32();
+        let meta = spi::query(&format!(
+            "SELECT c.oid::regclass::text, greatest(c.reltuples, 0)::text FROM pg_catalog.pg_class c WHERE c.oid = {oid}"
+        ));
+        let (name, estimated_rows) = meta
+            .first()
+            .map(|r| (r[0].clone().unwrap_or_default(), r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0.0)))
+            .unwrap_or_else(|| (format!("(dropped table {oid})"), 0.0));
+        let Some(objects) = CdcObjects::existing(source) else {
+            return SourceWindow { source, name, buffer: String::new(), changes: 0, truncated: false, estimated_rows };
+        };
+        let buffer = objects.buffer_name();
+        let row = spi::as_role(spi::superuser(), || {
+            spi::query_at(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE r.action <> 'T')::text, coalesce(bool_or(r.action = 'T'), false)::text \
+                     FROM {buffer} r WHERE {}",
+                    frontier.window(source, "r")
+                ),
+                snapshot,
+            )
+        });
+        let row = row.into_iter().next().unwrap_or_default();
+        SourceWindow {
+            source,
+            name,
+            buffer,
+            changes: row.first().cloned().flatten().and_then(|v| v.parse().ok()).unwrap_or(0),
+            truncated: row.get(1).cloned().flatten().as_deref() == Some("true"),
+            estimated_rows,
+        }
+    }
+}
