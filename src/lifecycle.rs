@@ -71,11 +71,29 @@ fn quoted_user_query(query: &str) -> String {
 struct Dependencies {
     /// Per relation: kind (relkind) and the columns used.
     relations: BTreeMap<u32, (String, Vec<String>)>,
-    functions: Vec<(String, String)>,
+}
+
+/// (signature, provolatile) of every function the query calls.
+fn functions_of(analysis: &Analysis) -> Vec<(String, String)> {
+    let oids: Vec<String> = crate::dvm::analyze::functions_used(analysis.query)
+        .iter()
+        .map(|o| o.to_u32().to_string())
+        .collect();
+    if oids.is_empty() {
+        return Vec::new();
+    }
+    spi::query(&format!(
+        "SELECT p.oid::regprocedure::text, p.provolatile::text FROM pg_catalog.pg_proc p \
+          WHERE p.oid = ANY('{{{}}}'::oid[]) ORDER BY 1",
+        oids.join(",")
+    ))
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+    .collect()
 }
 
 /// Creates a temporary view of the query to learn, from pg_depend, which
-/// relations, columns and functions it uses.
+/// relations and columns it uses.
 fn probe_dependencies(query: &str) -> Dependencies {
     spi::execute(&format!("CREATE TEMP VIEW pgt_probe AS {query}"));
     let relations = spi::query(
@@ -103,20 +121,8 @@ fn probe_dependencies(query: &str) -> Dependencies {
         (oid, (r[1].clone().unwrap_or_default(), cols))
     })
     .collect();
-    let functions = spi::query(
-        "SELECT DISTINCT p.oid::regprocedure::text, p.provolatile::text \
-           FROM pg_catalog.pg_depend d \
-           JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
-           LEFT JOIN pg_catalog.pg_operator o ON d.refclassid = 'pg_catalog.pg_operator'::regclass AND o.oid = d.refobjid \
-           JOIN pg_catalog.pg_proc p ON (d.refclassid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.refobjid) \
-                                     OR p.oid = o.oprcode \
-          WHERE r.ev_class = 'pg_temp.pgt_probe'::regclass ORDER BY 1",
-    )
-    .into_iter()
-    .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
-    .collect();
     spi::execute("DROP VIEW pg_temp.pgt_probe");
-    Dependencies { relations, functions }
+    Dependencies { relations }
 }
 
 /// The query printed back by PostgreSQL with `*` expanded and every name
@@ -181,8 +187,9 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     // "permission denied" (row-level security applies too).
     spi::execute(&format!("SELECT FROM ({query}) pgt_probe LIMIT 0"));
     let deps = probe_dependencies(&query);
+    let functions = functions_of(&analysis);
     let volatile: Vec<&str> =
-        deps.functions.iter().filter(|(_, v)| v == "v").map(|(f, _)| f.as_str()).collect();
+        functions.iter().filter(|(_, v)| v == "v").map(|(f, _)| f.as_str()).collect();
     if !volatile.is_empty() {
         return Err(PgtError::invalid(format!(
             "the defining query calls volatile function(s): {}",
@@ -198,7 +205,7 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
         .expect("storage table exists");
     let owner = spi::current_user();
     let expanded = expanded_query(&analysis);
-    let functions: Vec<String> = deps.functions.iter().map(|(f, _)| f.clone()).collect();
+    let functions: Vec<String> = functions.iter().map(|(f, _)| f.clone()).collect();
     let base_tables: Vec<u32> = match &analysis.differential {
         Ok((_, blocks)) => {
             let mut oids: Vec<u32> = blocks.iter().flat_map(|b| b.relations()).map(|r| r.relid.to_u32()).collect();

@@ -71,15 +71,20 @@ impl StreamTable {
     }
 }
 
+/// Catalog tables are closed to PUBLIC: reads run as the bootstrap superuser.
+fn read(sql: &str) -> spi::Rows {
+    spi::as_role(spi::superuser(), || spi::query(sql))
+}
+
 pub fn load(pgt_id: i64) -> Option<StreamTable> {
-    spi::query(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"))
+    read(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"))
         .into_iter()
         .next()
         .map(from_row)
 }
 
 pub fn all() -> Vec<StreamTable> {
-    spi::query(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id"))
+    read(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id"))
         .into_iter()
         .map(from_row)
         .collect()
@@ -93,7 +98,7 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
         literal(name)
     ));
     let found = relid.and_then(|oid| {
-        spi::query(&format!(
+        read(&format!(
             "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {oid}"
         ))
         .into_iter()
@@ -108,7 +113,7 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
 
 /// Stream tables that read `pgt_id` (directly).
 pub fn dependents(pgt_id: i64) -> Vec<i64> {
-    spi::query(&format!(
+    read(&format!(
         "SELECT d.pgt_id::text FROM pgtrickle.pgt_dependencies d \
          JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = d.source_relid WHERE s.pgt_id = {pgt_id}"
     ))
@@ -119,7 +124,7 @@ pub fn dependents(pgt_id: i64) -> Vec<i64> {
 
 /// (pgt_id, upstream pgt_id) edges between stream tables.
 pub fn stream_table_edges() -> Vec<(i64, i64)> {
-    spi::query(
+    read(
         "SELECT d.pgt_id::text, s.pgt_id::text FROM pgtrickle.pgt_dependencies d \
          JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = d.source_relid",
     )
@@ -130,7 +135,7 @@ pub fn stream_table_edges() -> Vec<(i64, i64)> {
 
 /// Source tables whose changes `pgt_id` consumes.
 pub fn tracked_sources(pgt_id: i64) -> Vec<Oid> {
-    spi::query(&format!(
+    read(&format!(
         "SELECT source_relid::bigint::text FROM pgtrickle.pgt_change_tracking \
          WHERE {pgt_id} = ANY(tracked_by_pgt_ids) ORDER BY source_relid"
     ))
@@ -156,7 +161,7 @@ pub struct HistoryEntry<'a> {
 
 pub fn insert_history(e: &HistoryEntry) {
     let opt = |v: Option<&str>| v.map(literal).unwrap_or_else(|| "NULL".into());
-    spi::execute(&format!(
+    let sql = format!(
         "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, data_timestamp, start_time, end_time, action, \
          requested_action, status, initiated_by, rows_inserted, rows_deleted, delta_rows, reason, error_message) \
          VALUES ({}, {}::timestamptz, {}::timestamptz, clock_timestamp(), {}, {}, {}, {}, {}, {}, {}, {}, {})",
@@ -172,5 +177,6 @@ pub fn insert_history(e: &HistoryEntry) {
         e.delta_rows.map(|d| d.to_string()).unwrap_or_else(|| "NULL".into()),
         opt(e.reason),
         opt(e.error_message),
-    ));
+    );
+    spi::as_role(spi::superuser(), || spi::execute(&sql));
 }

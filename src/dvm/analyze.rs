@@ -402,3 +402,37 @@ unsafe fn aggregate(agg: *mut pg_sys::Aggref) -> Result<(AggKind, Option<*mut pg
     let arg = if kind == AggKind::CountStar { None } else { arg };
     Ok((kind, arg))
 }
+
+unsafe extern "C-unwind" fn record_function(func: Oid, context: *mut std::ffi::c_void) -> bool {
+    let found = &mut *(context as *mut Vec<Oid>);
+    if !found.contains(&func) {
+        found.push(func);
+    }
+    false
+}
+
+unsafe extern "C-unwind" fn collect_functions(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    pg_sys::check_functions_in_node(node, Some(record_function), context);
+    if is_a(node, NodeTag::T_Query) {
+        return pg_sys::query_tree_walker(node as *mut pg_sys::Query, Some(collect_functions), context, 0);
+    }
+    pg_sys::expression_tree_walker(node, Some(collect_functions), context)
+}
+
+/// Every function the query calls, operators' functions included, in the
+/// order first met.
+pub fn functions_used(query: *mut pg_sys::Query) -> Vec<Oid> {
+    let mut found: Vec<Oid> = Vec::new();
+    unsafe {
+        pg_sys::query_tree_walker(
+            query,
+            Some(collect_functions),
+            (&mut found as *mut Vec<Oid>).cast(),
+            0,
+        );
+    }
+    found
+}

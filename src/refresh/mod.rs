@@ -142,7 +142,10 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outco
             },
             st.pgt_id
         ));
-        catalog::insert_history(&HistoryEntry {
+        // A scheduler tick that found nothing to do is not history.
+        let quiet = action == "NO_DATA" && initiator == Initiator::Scheduler;
+        if !quiet {
+            catalog::insert_history(&HistoryEntry {
             pgt_id: st.pgt_id,
             action,
             requested_action: requested,
@@ -154,9 +157,10 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outco
             delta_rows,
             reason: reason.as_deref(),
             error_message: None,
-        });
+            });
+            notify_refresh(st, action, tally, &start_time);
+        }
         cleanup::consumed_changes(&sources);
-        notify_refresh(st, action, tally, &start_time);
     });
     Ok(Outcome { action, rows_inserted: tally.0, rows_deleted: tally.1, delta_rows, reason })
 }
@@ -185,6 +189,9 @@ fn decide(st: &StreamTable, plan: &Plan, analysis: &Analysis, windows: &[SourceW
     }
     if let Some(w) = windows.iter().find(|w| w.truncated) {
         return Decision::Full(format!("source {} was truncated", w.name));
+    }
+    if let Some(w) = windows.iter().find(|w| w.row_security && w.changes > 0) {
+        return Decision::Full(format!("source {} has row-level security", w.name));
     }
     let changes: i64 = windows.iter().map(|w| w.changes).sum();
     if changes == 0 {
@@ -379,6 +386,7 @@ pub fn explain_delta_sql(st: &StreamTable, plan: &Plan, analysis: &Analysis) -> 
                 changes: 1,
                 truncated: false,
                 estimated_rows: 0.0,
+                row_security: false,
             })
         })
         .collect();

@@ -15,20 +15,38 @@ pub struct SourceWindow {
     pub truncated: bool,
     /// The planner's estimate of the source's size, for AUTO's ratio.
     pub estimated_rows: f64,
+    /// Row-level security applies to the source: change buffers bypass it,
+    /// so such sources are refreshed in full.
+    pub row_security: bool,
 }
 
 impl SourceWindow {
     pub fn measure(source: Oid, frontier: &Frontier, snapshot: &PinnedSnapshot) -> SourceWindow {
         let oid = source.to_u32();
         let meta = spi::query(&format!(
-            "SELECT c.oid::regclass::text, greatest(c.reltuples, 0)::text FROM pg_catalog.pg_class c WHERE c.oid = {oid}"
+            "SELECT c.oid::regclass::text, greatest(c.reltuples, 0)::text, c.relrowsecurity::text \
+             FROM pg_catalog.pg_class c WHERE c.oid = {oid}"
         ));
-        let (name, estimated_rows) = meta
+        let (name, estimated_rows, row_security) = meta
             .first()
-            .map(|r| (r[0].clone().unwrap_or_default(), r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0.0)))
-            .unwrap_or_else(|| (format!("(dropped table {oid})"), 0.0));
+            .map(|r| {
+                (
+                    r[0].clone().unwrap_or_default(),
+                    r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0.0),
+                    r[2].as_deref() == Some("true"),
+                )
+            })
+            .unwrap_or_else(|| (format!("(dropped table {oid})"), 0.0, false));
         let Some(objects) = CdcObjects::existing(source) else {
-            return SourceWindow { source, name, buffer: String::new(), changes: 0, truncated: false, estimated_rows };
+            return SourceWindow {
+                source,
+                name,
+                buffer: String::new(),
+                changes: 0,
+                truncated: false,
+                estimated_rows,
+                row_security,
+            };
         };
         let buffer = objects.buffer_name();
         let row = spi::as_role(spi::superuser(), || {
@@ -49,6 +67,7 @@ impl SourceWindow {
             changes: row.first().cloned().flatten().and_then(|v| v.parse().ok()).unwrap_or(0),
             truncated: row.get(1).cloned().flatten().as_deref() == Some("true"),
             estimated_rows,
+            row_security,
         }
     }
 }
