@@ -17,8 +17,9 @@ cargo pgrx install --pg-config "$PG_CONFIG" --no-default-features --features pg1
 
 DEMO_DIR=$(mktemp -d /tmp/pg_trickle-demo.XXXXXX)
 PORT=${PGT_DEMO_PORT:-54329}
+# pgrx adds a Rust backtrace to every error's DETAIL when RUST_BACKTRACE is set.
 run_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then env -u RUST_BACKTRACE runuser -u postgres -- "$@"; else env -u RUST_BACKTRACE "$@"; fi
 }
 [ "$(id -u)" -ne 0 ] || chown postgres "$DEMO_DIR"
 
@@ -41,7 +42,7 @@ wal_level = logical
 CONF
 run_pg "$BINDIR/pg_ctl" -D "$DEMO_DIR/data" -l "$DEMO_DIR/server.log" -w start >/dev/null
 
-"$BINDIR/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
+env -u RUST_BACKTRACE "$BINDIR/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
     -f scripts/demo.sql
 
 if [ -n "${PGT_DEMO_KEEP:-}" ]; then

@@ -109,6 +109,9 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outco
     };
     let decision = decide(st, &plan, &analysis, &windows);
     let (tally, action) = spi::as_role(owner, || -> PgtResult<((i64, i64), &'static str)> {
+        // Change buffers hold every row of the sources: check that the
+        // owner may still read what the query reads, as a fresh query would.
+        spi::execute(&format!("SELECT FROM ({}) pgt_privilege_check LIMIT 0", st.defining_query));
         match &decision {
             Decision::Full(_) => Ok((run(&full_statements(st, &plan, &analysis)?, &snapshot), "FULL")),
             Decision::NoData => Ok(((0, 0), "NO_DATA")),

@@ -154,7 +154,7 @@ fn is_root() -> bool {
 
 /// initdb and postgres refuse root: run them as the `postgres` OS user.
 fn postgres_user_command(program: &Path, args: &[&str]) -> Command {
-    if is_root() {
+    let mut cmd = if is_root() {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(program).args(args);
         cmd
@@ -162,7 +162,10 @@ fn postgres_user_command(program: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(program);
         cmd.args(args);
         cmd
-    }
+    };
+    // pgrx adds a Rust backtrace to every error's DETAIL when this is set.
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
 }
 
 fn chown_to_postgres(dir: &Path) {

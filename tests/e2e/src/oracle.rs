@@ -937,6 +937,21 @@ impl RandomDml {
 
     /// Drops every stream table (dependents first) and prints the notes.
     pub fn finish(&mut self, client: &mut Client) {
+        if !simulated() {
+            // Which path the refreshes took (informational).
+            let actions = client.query(
+                "SELECT s.pgt_name || ': ' || string_agg(h.action || ' ' || h.n, ', ' ORDER BY h.action)
+                   FROM pgtrickle.pgt_stream_tables s
+                   JOIN (SELECT pgt_id, action, count(*) AS n FROM pgtrickle.pgt_refresh_history
+                          GROUP BY pgt_id, action) h USING (pgt_id)
+                  GROUP BY s.pgt_name ORDER BY s.pgt_name",
+                &[],
+            );
+            if let Ok(rows) = actions {
+                let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                eprintln!("oracle: {}: refresh actions: {}", self.test, lines.join("; "));
+            }
+        }
         let names: Vec<String> = self.sts.iter().rev().map(|s| s.name.clone()).collect();
         for n in names {
             let sql = if simulated() {
@@ -970,9 +985,9 @@ impl RandomDml {
 }
 
 /// Seconds the shrinker may spend on a failure: `PGT_PROPTEST_SHRINK_SECS`,
-/// default 150; 0 turns shrinking off.
+/// default 90; 0 turns shrinking off.
 pub fn shrink_budget() -> u64 {
-    std::env::var("PGT_PROPTEST_SHRINK_SECS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(150)
+    std::env::var("PGT_PROPTEST_SHRINK_SECS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(90)
 }
 
 impl RandomDml {

@@ -16,7 +16,7 @@
 //! `PGT_PROPTEST_CASES=<rounds>`; a failure prints the seed, the command that
 //! reproduces it, the differences, and a replay of the SQL log shrunk (by
 //! delta debugging in scratch databases of the same cluster, for at most
-//! `PGT_PROPTEST_SHRINK_SECS`, default 150, 0 = off) to the statements that
+//! `PGT_PROPTEST_SHRINK_SECS`, default 90, 0 = off) to the statements that
 //! still reproduce it; the full log is written under the temp dir.
 //!
 //! `PGT_ORACLE_SIMULATE=1` checks the harness alone: stream tables become
@@ -33,7 +33,7 @@ use pgtrickle_e2e::{cluster_with_extension, Client};
 const DIFF: &str = "DIFFERENTIAL";
 
 /// Rounds per test unless `PGT_PROPTEST_CASES` says otherwise.
-const DEFAULT_CASES: usize = 30;
+const DEFAULT_CASES: usize = 50;
 
 // ----- source tables ----------------------------------------------------------
 
@@ -496,7 +496,7 @@ fn full_and_auto_modes() {
             dml.create_st(&mut client, &format!("st_{}_{name}", mode.to_lowercase()), query, mode);
         }
     }
-    dml.run_rounds(&mut client, cases(20));
+    dml.run_rounds(&mut client, cases(35));
     dml.finish(&mut client);
 }
 

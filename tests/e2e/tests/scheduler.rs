@@ -1,0 +1,243 @@
+//! The background scheduler: schedules, dependency order, concurrent
+//! writers, crashes, errors and the enabled switch.
+
+use pgtrickle_e2e::{Client, Cluster};
+use postgres::fallible_iterator::FallibleIterator;
+use std::time::{Duration, Instant};
+
+const FAST: &[&str] = &["pg_trickle.min_schedule_seconds = 1", "pg_trickle.scheduler_interval_ms = 100"];
+
+fn fast_cluster() -> (Cluster, Client) {
+    let cluster = Cluster::start_with(FAST);
+    let mut client = cluster.connect();
+    client.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
+    (cluster, client)
+}
+
+/// Rows that differ between a stream table's columns and a query.
+fn difference(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {
+    client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM ((SELECT {cols} FROM {st} EXCEPT ALL SELECT * FROM ({query}) q) \
+                 UNION ALL (SELECT * FROM ({query}) q EXCEPT ALL SELECT {cols} FROM {st})) d"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_short_schedule_catches_up_on_its_own() {
+    let (_cluster, mut client) = fast_cluster();
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, g int, v int);
+             SELECT pgtrickle.create_stream_table('sums', 'SELECT g, sum(v) AS s, count(*) AS n FROM t GROUP BY g', '1s');
+             INSERT INTO t SELECT i, i % 5, i FROM generate_series(1, 1000) i;",
+        )
+        .unwrap();
+    let q = "SELECT g, sum(v), count(*) FROM t GROUP BY g";
+    wait_until("the scheduler to refresh", Duration::from_secs(30), || difference(&mut client, "g, s, n", "sums", q) == 0);
+    let by_scheduler: i64 = client
+        .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER' AND action = 'DIFFERENTIAL'", &[])
+        .unwrap()
+        .get(0);
+    assert!(by_scheduler >= 1);
+}
+
+#[test]
+fn a_chain_of_three_refreshes_upstream_first() {
+    let (_cluster, mut client) = fast_cluster();
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, g int, v int);
+             INSERT INTO t SELECT i, i % 7, i FROM generate_series(1, 200) i;
+             SELECT pgtrickle.create_stream_table('s1', 'SELECT id, g, v FROM t WHERE v % 2 = 0', '1s');
+             SELECT pgtrickle.create_stream_table('s2', 'SELECT g, sum(v) AS total FROM s1 GROUP BY g', '1s');
+             SELECT pgtrickle.create_stream_table('s3', 'SELECT g, total FROM s2 WHERE total > 100', '1s');
+             UPDATE t SET v = v + 2 WHERE id % 3 = 0;
+             DELETE FROM t WHERE id % 11 = 0;",
+        )
+        .unwrap();
+    let q3 = "SELECT g, total FROM (SELECT g, sum(v) AS total FROM t WHERE v % 2 = 0 GROUP BY g) x WHERE total > 100";
+    wait_until("the chain to catch up", Duration::from_secs(30), || difference(&mut client, "g, total", "s3", q3) == 0);
+    // In every scheduler pass that refreshed all three, s1 ran before s2 and s2 before s3.
+    let out_of_order: i64 = client
+        .query_one(
+            "WITH h AS (SELECT s.pgt_name, r.start_time FROM pgtrickle.pgt_refresh_history r
+                          JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                         WHERE r.initiated_by = 'SCHEDULER' AND r.action = 'DIFFERENTIAL')
+             SELECT count(*) FROM h a JOIN h b ON b.start_time > a.start_time AND b.start_time < a.start_time + interval '50 ms'
+              WHERE (a.pgt_name, b.pgt_name) IN (('s2', 's1'), ('s3', 's2'), ('s3', 's1'))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(out_of_order, 0);
+}
+
+fn writer(conn: String, seed: u64, rounds: usize) {
+    let mut client = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+    let mut x = seed;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..rounds {
+        let id = (next() % 500) as i32;
+        let g = (next() % 6) as i32;
+        let sql = match next() % 4 {
+            0 => format!("INSERT INTO t VALUES ({id}, {g}, {}) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v", next() % 100),
+            1 => format!("UPDATE t SET g = {g}, v = v + 1 WHERE id = {id}"),
+            2 => format!("DELETE FROM t WHERE id = {id}"),
+            _ => format!("BEGIN; UPDATE t SET v = v - 1 WHERE id % 7 = {}; ROLLBACK", id % 7),
+        };
+        // Crashes end the connection; that is part of the test.
+        if client.batch_execute(&sql).is_err() {
+            return;
+        }
+    }
+}
+
+fn start_writers(cluster: &Cluster, n: u64, rounds: usize) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let conn = cluster.connection_string("postgres");
+            std::thread::spawn(move || writer(conn, 0x9E37_79B9 + i * 7919, rounds))
+        })
+        .collect()
+}
+
+const GROUPS: &str = "SELECT g, count(*), sum(v), min(v), max(v) FROM t GROUP BY g";
+const FILTERED: &str = "SELECT id, g, v FROM t WHERE v > 20";
+
+fn create_targets(client: &mut Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, g int, v int);
+             INSERT INTO t SELECT i, i % 6, i % 50 FROM generate_series(1, 300) i;
+             SELECT pgtrickle.create_stream_table('groups', 'SELECT g, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM t GROUP BY g', '1s');
+             SELECT pgtrickle.create_stream_table('filtered', 'SELECT id, g, v FROM t WHERE v > 20', '1s');",
+        )
+        .unwrap();
+}
+
+fn assert_exact_after_catch_up(client: &mut Client) {
+    wait_until("stream tables to be exact", Duration::from_secs(40), || {
+        difference(client, "g, n, s, lo, hi", "groups", GROUPS) == 0 && difference(client, "id, g, v", "filtered", FILTERED) == 0
+    });
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let (cluster, mut client) = fast_cluster();
+    create_targets(&mut client);
+    for w in start_writers(&cluster, 4, 600) {
+        w.join().unwrap();
+    }
+    assert_exact_after_catch_up(&mut client);
+    let failed: i64 = client
+        .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0);
+}
+
+#[test]
+fn a_crash_during_writes_and_refreshes_recovers_without_help() {
+    let (cluster, mut client) = fast_cluster();
+    create_targets(&mut client);
+    let writers = start_writers(&cluster, 3, 100_000);
+    std::thread::sleep(Duration::from_millis(2500));
+    cluster.crash();
+    for w in writers {
+        w.join().unwrap();
+    }
+    cluster.start_again();
+    let mut client = cluster.connect();
+    // More writes after recovery, then the scheduler must converge.
+    for w in start_writers(&cluster, 2, 200) {
+        w.join().unwrap();
+    }
+    assert_exact_after_catch_up(&mut client);
+}
+
+#[test]
+fn repeated_failures_stop_the_stream_table_with_an_alert() {
+    let (cluster, mut client) = fast_cluster();
+    client
+        .batch_execute(
+            "CREATE ROLE carol LOGIN; GRANT CREATE ON SCHEMA public TO carol;
+             CREATE TABLE t (id int PRIMARY KEY, v int); GRANT SELECT ON t TO carol;
+             INSERT INTO t VALUES (1, 1);",
+        )
+        .unwrap();
+    let mut carol = cluster.connect_as("postgres", "carol");
+    carol.batch_execute("SELECT pgtrickle.create_stream_table('c', 'SELECT id, v FROM t', '1s')").unwrap();
+    let mut listener = cluster.connect();
+    listener.batch_execute("LISTEN pg_trickle_alert").unwrap();
+    client.batch_execute("REVOKE SELECT ON t FROM carol; INSERT INTO t VALUES (2, 2)").unwrap();
+    wait_until("ERROR status", Duration::from_secs(30), || {
+        let status: String = client.query_one("SELECT status FROM pgtrickle.pgt_stream_tables", &[]).unwrap().get(0);
+        status == "ERROR"
+    });
+    let row = client
+        .query_one("SELECT consecutive_errors, last_error FROM pgtrickle.pgt_stream_tables", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    assert!(row.get::<_, String>(1).contains("permission denied"), "{:?}", row.get::<_, String>(1));
+    let failed: i64 = client
+        .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED' AND error_message LIKE '%permission denied%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 3);
+    let mut notifications = listener.notifications();
+    let alert = notifications
+        .timeout_iter(Duration::from_secs(5))
+        .next()
+        .expect("reading notifications")
+        .expect("an alert");
+    assert!(alert.payload().contains("\"event\":\"stream_table_error\""), "{}", alert.payload());
+    // ERROR refuses manual refreshes with a way out, and ACTIVE resumes.
+    let err = client.batch_execute("SELECT pgtrickle.refresh_stream_table('c')").unwrap_err();
+    assert!(err.as_db_error().unwrap().hint().unwrap_or("").contains("status => 'ACTIVE'"));
+    client
+        .batch_execute("GRANT SELECT ON t TO carol; SELECT pgtrickle.alter_stream_table('c', status => 'ACTIVE')")
+        .unwrap();
+    wait_until("recovery", Duration::from_secs(30), || difference(&mut client, "id, v", "c", "SELECT id, v FROM t") == 0);
+}
+
+#[test]
+fn disabling_the_scheduler_stops_refreshes() {
+    let (_cluster, mut client) = fast_cluster();
+    client.batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off").unwrap();
+    client
+        .batch_execute(
+            "SELECT pg_reload_conf();
+             CREATE TABLE t (id int PRIMARY KEY);
+             SELECT pgtrickle.create_stream_table('s', 'SELECT id FROM t', '1s');",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    client.batch_execute("INSERT INTO t VALUES (1)").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let n: i64 = client.query_one("SELECT count(*) FROM s", &[]).unwrap().get(0);
+    assert_eq!(n, 0, "no refresh while pg_trickle.enabled is off");
+    client.batch_execute("ALTER SYSTEM SET pg_trickle.enabled = on").unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until("refresh after enabling", Duration::from_secs(30), || {
+        client.query_one("SELECT count(*) FROM s", &[]).unwrap().get::<_, i64>(0) == 1
+    });
+}
