@@ -19,8 +19,6 @@ pub enum ErrorKind {
     InsufficientPrivilege,
     /// The object is in a state that forbids the operation.
     ObjectState,
-    /// A bug or broken invariant in pg_trickle itself.
-    Internal,
 }
 
 #[derive(Debug, Clone)]
@@ -35,15 +33,16 @@ pub type PgtResult<T> = Result<T, PgtError>;
 
 impl PgtError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        PgtError { kind, message: message.into(), detail: None, hint: None }
+        PgtError {
+            kind,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidParameter, message)
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Internal, message)
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -64,14 +63,16 @@ impl PgtError {
             ErrorKind::FeatureNotSupported => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             ErrorKind::InsufficientPrivilege => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             ErrorKind::ObjectState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            ErrorKind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
 
     /// Raises the error in the current backend; does not return.
     pub fn raise(self) -> ! {
-        let mut report =
-            ErrorReport::new(self.sqlstate(), format!("pg_trickle: {}", self.message), "pg_trickle");
+        let mut report = ErrorReport::new(
+            self.sqlstate(),
+            format!("pg_trickle: {}", self.message),
+            "pg_trickle",
+        );
         if let Some(detail) = self.detail {
             report = report.set_detail(detail);
         }

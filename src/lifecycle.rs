@@ -19,15 +19,19 @@ pub fn parse_mode(mode: &str) -> PgtResult<String> {
     let upper = mode.trim().to_uppercase();
     match upper.as_str() {
         "FULL" | "DIFFERENTIAL" | "AUTO" => Ok(upper),
-        _ => Err(PgtError::invalid(format!("invalid refresh mode \"{mode}\""))
-            .with_hint("Use 'FULL', 'DIFFERENTIAL' or 'AUTO'.")),
+        _ => Err(
+            PgtError::invalid(format!("invalid refresh mode \"{mode}\""))
+                .with_hint("Use 'FULL', 'DIFFERENTIAL' or 'AUTO'."),
+        ),
     }
 }
 
 /// A schedule accepted by the scheduler and not shorter than
 /// `pg_trickle.min_schedule_seconds`.
 pub fn validate_schedule(schedule: Option<&str>) -> PgtResult<Option<String>> {
-    let Some(text) = schedule else { return Ok(None) };
+    let Some(text) = schedule else {
+        return Ok(None);
+    };
     let parsed = Schedule::parse(text).map_err(|e| {
         PgtError::invalid(e.message).with_hint(
             "A schedule is a duration such as '30s', '5m', '1h30m', a cron expression such as '*/5 * * * *' or '@hourly', or NULL for manual refreshes only.",
@@ -46,20 +50,27 @@ pub fn validate_schedule(schedule: Option<&str>) -> PgtResult<Option<String>> {
 
 /// Splits a possibly qualified name; the schema defaults to current_schema().
 fn resolve_new_name(name: &str) -> PgtResult<(String, String)> {
-    let parts: Vec<Option<String>> = spi::query(&format!("SELECT unnest(pg_catalog.parse_ident({}))", literal(name)))
-        .into_iter()
-        .map(|r| r.into_iter().next().flatten())
-        .collect();
+    let parts: Vec<Option<String>> = spi::query(&format!(
+        "SELECT unnest(pg_catalog.parse_ident({}))",
+        literal(name)
+    ))
+    .into_iter()
+    .map(|r| r.into_iter().next().flatten())
+    .collect();
     match parts.as_slice() {
         [Some(table)] => {
-            let schema = spi::query_value("SELECT pg_catalog.current_schema()::text").ok_or_else(|| {
-                PgtError::invalid("no schema to create the stream table in").with_hint("Qualify the name: schema.name.")
-            })?;
+            let schema =
+                spi::query_value("SELECT pg_catalog.current_schema()::text").ok_or_else(|| {
+                    PgtError::invalid("no schema to create the stream table in")
+                        .with_hint("Qualify the name: schema.name.")
+                })?;
             Ok((schema, table.clone()))
         }
         [Some(schema), Some(table)] => Ok((schema.clone(), table.clone())),
-        _ => Err(PgtError::invalid(format!("invalid stream table name \"{name}\""))
-            .with_hint("Use name or schema.name.")),
+        _ => Err(
+            PgtError::invalid(format!("invalid stream table name \"{name}\""))
+                .with_hint("Use name or schema.name."),
+        ),
     }
 }
 
@@ -88,7 +99,12 @@ fn functions_of(analysis: &Analysis) -> Vec<(String, String)> {
         oids.join(",")
     ))
     .into_iter()
-    .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+    .map(|r| {
+        (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+        )
+    })
     .collect()
 }
 
@@ -128,17 +144,24 @@ fn probe_dependencies(query: &str) -> Dependencies {
 /// The query printed back by PostgreSQL with `*` expanded and every name
 /// schema-qualified (search_path emptied while printing).
 fn expanded_query(analysis: &Analysis) -> String {
-    let saved = spi::query_value("SELECT pg_catalog.current_setting('search_path')").unwrap_or_default();
+    let saved =
+        spi::query_value("SELECT pg_catalog.current_setting('search_path')").unwrap_or_default();
     spi::execute("SELECT pg_catalog.set_config('search_path', '', true)");
     let text = unsafe { CStr::from_ptr(pg_sys::pg_get_querydef(analysis.query, false)) }
         .to_string_lossy()
         .into_owned();
-    spi::execute(&format!("SELECT pg_catalog.set_config('search_path', {}, true)", literal(&saved)));
+    spi::execute(&format!(
+        "SELECT pg_catalog.set_config('search_path', {}, true)",
+        literal(&saved)
+    ));
     text
 }
 
 fn is_stream_table(relid: u32) -> bool {
-    spi::query_value(&format!("SELECT 1::text FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {relid}")).is_some()
+    spi::query_value(&format!(
+        "SELECT 1::text FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {relid}"
+    ))
+    .is_some()
 }
 
 fn column_snapshot(relid: u32) -> String {
@@ -162,15 +185,28 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     let mode = parse_mode(req.refresh_mode)?;
     let schedule = validate_schedule(req.schedule)?;
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        return Err(PgtError::new(ErrorKind::ObjectState, "create_stream_table cannot run in a REPEATABLE READ or SERIALIZABLE transaction")
-            .with_detail("Its snapshot could predate changes that the new change capture would then miss.")
-            .with_hint("Run it in a READ COMMITTED transaction (the default)."));
+        return Err(PgtError::new(
+            ErrorKind::ObjectState,
+            "create_stream_table cannot run in a REPEATABLE READ or SERIALIZABLE transaction",
+        )
+        .with_detail(
+            "Its snapshot could predate changes that the new change capture would then miss.",
+        )
+        .with_hint("Run it in a READ COMMITTED transaction (the default)."));
     }
     let (schema, table) = resolve_new_name(req.name)?;
     let qualified_name = qualified(&schema, &table);
-    if spi::query_value(&format!("SELECT pg_catalog.to_regclass({})::text", literal(&qualified_name))).is_some() {
-        return Err(PgtError::new(ErrorKind::DuplicateObject, format!("relation \"{schema}.{table}\" already exists"))
-            .with_hint("Choose another name, or drop the existing relation first."));
+    if spi::query_value(&format!(
+        "SELECT pg_catalog.to_regclass({})::text",
+        literal(&qualified_name)
+    ))
+    .is_some()
+    {
+        return Err(PgtError::new(
+            ErrorKind::DuplicateObject,
+            format!("relation \"{schema}.{table}\" already exists"),
+        )
+        .with_hint("Choose another name, or drop the existing relation first."));
     }
     let query = quoted_user_query(req.query);
     let analysis = analyze(&query)?;
@@ -188,8 +224,11 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     spi::execute(&format!("SELECT FROM ({query}) pgt_probe LIMIT 0"));
     let deps = probe_dependencies(&query);
     let functions = functions_of(&analysis);
-    let volatile: Vec<&str> =
-        functions.iter().filter(|(_, v)| v == "v").map(|(f, _)| f.as_str()).collect();
+    let volatile: Vec<&str> = functions
+        .iter()
+        .filter(|(_, v)| v == "v")
+        .map(|(f, _)| f.as_str())
+        .collect();
     if !volatile.is_empty() {
         return Err(PgtError::invalid(format!(
             "the defining query calls volatile function(s): {}",
@@ -200,15 +239,22 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     }
     let plan = refresh::plan_for(&analysis);
     create_storage(&qualified_name, &plan);
-    let relid: u32 = spi::query_value(&format!("SELECT {}::regclass::oid::bigint::text", literal(&qualified_name)))
-        .and_then(|v| v.parse().ok())
-        .expect("storage table exists");
+    let relid: u32 = spi::query_value(&format!(
+        "SELECT {}::regclass::oid::bigint::text",
+        literal(&qualified_name)
+    ))
+    .and_then(|v| v.parse().ok())
+    .expect("storage table exists");
     let owner = spi::current_user();
     let expanded = expanded_query(&analysis);
     let functions: Vec<String> = functions.iter().map(|(f, _)| f.clone()).collect();
     let base_tables: Vec<u32> = match &analysis.differential {
         Ok((_, blocks)) => {
-            let mut oids: Vec<u32> = blocks.iter().flat_map(|b| b.relations()).map(|r| r.relid.to_u32()).collect();
+            let mut oids: Vec<u32> = blocks
+                .iter()
+                .flat_map(|b| b.relations())
+                .map(|r| r.relid.to_u32())
+                .collect();
             oids.sort();
             oids.dedup();
             oids
@@ -270,13 +316,21 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
 }
 
 fn create_storage(qualified_name: &str, plan: &Plan) {
-    let mut cols: Vec<String> =
-        plan.columns.iter().map(|c| format!("{} {}", ident(&c.name), c.type_sql)).collect();
+    let mut cols: Vec<String> = plan
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", ident(&c.name), c.type_sql))
+        .collect();
     for (name, ty) in plan.internal_columns() {
         cols.push(format!("{} {ty}", ident(&name)));
     }
-    spi::execute(&format!("CREATE TABLE {qualified_name} ({})", cols.join(", ")));
-    spi::execute(&format!("CREATE UNIQUE INDEX ON {qualified_name} (__pgt_row_id)"));
+    spi::execute(&format!(
+        "CREATE TABLE {qualified_name} ({})",
+        cols.join(", ")
+    ));
+    spi::execute(&format!(
+        "CREATE UNIQUE INDEX ON {qualified_name} (__pgt_row_id)"
+    ));
 }
 
 /// Raises unless the current user may act for the owner of `st`.
@@ -288,8 +342,11 @@ pub fn check_owner(st: &StreamTable) -> PgtResult<()> {
     if ok.as_deref() == Some("true") {
         Ok(())
     } else {
-        Err(PgtError::new(ErrorKind::InsufficientPrivilege, format!("must be owner of stream table {}", st.display_name()))
-            .with_hint("Ask the owner or a superuser to run this."))
+        Err(PgtError::new(
+            ErrorKind::InsufficientPrivilege,
+            format!("must be owner of stream table {}", st.display_name()),
+        )
+        .with_hint("Ask the owner or a superuser to run this."))
     }
 }
 
@@ -304,7 +361,11 @@ pub fn drop(name: &str) -> PgtResult<()> {
     if !dependents.is_empty() {
         return Err(PgtError::new(
             ErrorKind::ObjectState,
-            format!("stream table {} is read by {}", st.display_name(), dependents.join(", ")),
+            format!(
+                "stream table {} is read by {}",
+                st.display_name(),
+                dependents.join(", ")
+            ),
         )
         .with_hint("Drop the dependent stream tables first."));
     }
@@ -313,7 +374,10 @@ pub fn drop(name: &str) -> PgtResult<()> {
     // A downstream stream table may have captured this one's changes.
     cdc::drop_capture_of(st.relid);
     spi::as_role(spi::superuser(), || {
-        spi::execute(&format!("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}", st.pgt_id));
+        spi::execute(&format!(
+            "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
+            st.pgt_id
+        ));
         spi::execute(&format!("DROP TABLE IF EXISTS {}", st.qualified_name()));
     });
     Ok(())
@@ -347,7 +411,10 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
             if let Err(unsupported) = &analysis.differential {
                 return Err(PgtError::new(
                     ErrorKind::FeatureNotSupported,
-                    format!("DIFFERENTIAL refresh does not support {}", unsupported.construct),
+                    format!(
+                        "DIFFERENTIAL refresh does not support {}",
+                        unsupported.construct
+                    ),
                 )
                 .with_hint("Use refresh_mode => 'AUTO' or 'FULL'."));
             }
@@ -357,7 +424,11 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
         if tracks && !was_tracking {
             if let Ok((_, blocks)) = &analysis.differential {
                 let owner = st.owner();
-                let mut oids: Vec<u32> = blocks.iter().flat_map(|b| b.relations()).map(|r| r.relid.to_u32()).collect();
+                let mut oids: Vec<u32> = blocks
+                    .iter()
+                    .flat_map(|b| b.relations())
+                    .map(|r| r.relid.to_u32())
+                    .collect();
                 oids.sort();
                 oids.dedup();
                 for oid in oids {
@@ -376,7 +447,9 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
         let status = status.trim().to_uppercase();
         match status.as_str() {
             "ACTIVE" => {
-                sets.push("status = 'ACTIVE', consecutive_errors = 0, last_error = NULL".to_string());
+                sets.push(
+                    "status = 'ACTIVE', consecutive_errors = 0, last_error = NULL".to_string(),
+                );
                 if st.status == "ERROR" {
                     sets.push("needs_reinit = true".to_string());
                 }
@@ -402,7 +475,7 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
 }
 
 /// Manual refresh in the caller's transaction.
-pub fn refresh_now(name: &str) -> PgtResult<refresh::Outcome> {
+pub fn refresh_now(name: &str) -> PgtResult<()> {
     let st = catalog::find(name)?;
     check_owner(&st)?;
     refresh::lock(st.pgt_id, true);

@@ -8,7 +8,13 @@ mod tests {
 
     #[pg_test]
     fn parse_duration_seconds_accepts_documented_forms() {
-        let cases = [("30s", 30), ("5m", 300), ("1h30m", 5400), ("2d", 172_800), ("1w", 604_800)];
+        let cases = [
+            ("30s", 30),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+            ("1w", 604_800),
+        ];
         for (input, want) in cases {
             let got = Spi::get_one_with_args::<i64>(
                 "SELECT pgtrickle.parse_duration_seconds($1)",
@@ -36,11 +42,17 @@ mod tests {
     fn hashes_match_the_core_library() {
         let got = Spi::get_one::<i64>("SELECT pgtrickle.pg_trickle_hash('abc')").unwrap();
         assert_eq!(got, Some(pgtrickle_core::hash::hash_text("abc")));
-        let multi = Spi::get_one::<i64>(
-            "SELECT pgtrickle.pg_trickle_hash_multi(ARRAY['a', NULL, 'c'])",
-        )
-        .unwrap();
-        assert_eq!(multi, Some(pgtrickle_core::hash::hash_multi([Some("a"), None, Some("c")])));
+        let multi =
+            Spi::get_one::<i64>("SELECT pgtrickle.pg_trickle_hash_multi(ARRAY['a', NULL, 'c'])")
+                .unwrap();
+        assert_eq!(
+            multi,
+            Some(pgtrickle_core::hash::hash_multi([
+                Some("a"),
+                None,
+                Some("c")
+            ]))
+        );
     }
 
     #[pg_test]

@@ -113,7 +113,10 @@ pub fn query(sql: &str) -> Rows {
 
 /// The first column of the first row, if any.
 pub fn query_value(sql: &str) -> Option<String> {
-    query(sql).into_iter().next().and_then(|r| r.into_iter().next().flatten())
+    query(sql)
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
 }
 
 /// Runs a statement as of `snapshot` (plus this transaction's own writes).

@@ -26,7 +26,11 @@ fn explain_impl(name: &str) -> PgtResult<Vec<(String, String)>> {
         (Err(u), _) => format!("AUTO: FULL, because DIFFERENTIAL does not support {}", u.construct),
     };
     rows.push(("mode_chosen".to_string(), why));
-    let internal: Vec<String> = plan.internal_columns().iter().map(|(n, t)| format!("{n} {t}")).collect();
+    let internal: Vec<String> = plan
+        .internal_columns()
+        .iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
     rows.push(("internal_columns".to_string(), internal.join(", ")));
     if let Ok((_, blocks)) = &analysis.differential {
         for (b, block) in blocks.iter().enumerate() {
@@ -34,10 +38,14 @@ fn explain_impl(name: &str) -> PgtResult<Vec<(String, String)>> {
                 .relations()
                 .iter()
                 .map(|r| {
-                    spi::query_value(&format!("SELECT {}::regclass::text", r.relid.to_u32())).unwrap_or_default()
+                    spi::query_value(&format!("SELECT {}::regclass::text", r.relid.to_u32()))
+                        .unwrap_or_default()
                 })
                 .collect();
-            rows.push((format!("operator_tree[{b}]"), format!("join of [{}] -> project", tables.join(", "))));
+            rows.push((
+                format!("operator_tree[{b}]"),
+                format!("join of [{}] -> project", tables.join(", ")),
+            ));
         }
         for (key, sql) in refresh::explain_delta_sql(&st, &plan, &analysis)? {
             rows.push((key, sql));
@@ -59,6 +67,8 @@ fn explain_impl(name: &str) -> PgtResult<Vec<(String, String)>> {
 /// Explains how a stream table is maintained: query, mode and why, operator
 /// tree, the generated delta SQL, sources and their change capture.
 #[pg_extern(schema = "pgtrickle")]
-fn explain_st(name: &str) -> TableIterator<'static, (name!(property, String), name!(value, String))> {
+fn explain_st(
+    name: &str,
+) -> TableIterator<'static, (name!(property, String), name!(value, String))> {
     TableIterator::new(explain_impl(name).or_raise())
 }

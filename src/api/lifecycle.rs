@@ -13,7 +13,14 @@ fn create_stream_table(
     refresh_mode: default!(&str, "'DIFFERENTIAL'"),
     initialize: default!(bool, true),
 ) {
-    lifecycle::create(CreateRequest { name, query, schedule, refresh_mode, initialize }).or_raise()
+    lifecycle::create(CreateRequest {
+        name,
+        query,
+        schedule,
+        refresh_mode,
+        initialize,
+    })
+    .or_raise()
 }
 
 /// Changes the schedule, refresh mode or status of a stream table; NULL
@@ -25,7 +32,13 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
 ) {
-    lifecycle::alter(AlterRequest { name, schedule, refresh_mode, status }).or_raise()
+    lifecycle::alter(AlterRequest {
+        name,
+        schedule,
+        refresh_mode,
+        status,
+    })
+    .or_raise()
 }
 
 /// Drops a stream table: its storage, catalog rows and the change capture

@@ -16,20 +16,16 @@ pub struct StreamTable {
     pub schema: String,
     pub name: String,
     pub defining_query: String,
-    pub schedule: Option<String>,
     pub refresh_mode: String,
     pub status: String,
     pub is_populated: bool,
     pub needs_reinit: bool,
     pub frontier: Option<Frontier>,
     pub consecutive_errors: i32,
-    pub last_refresh_at: Option<String>,
-    pub created_at: String,
 }
 
 const COLUMNS: &str = "pgt_id::text, pgt_relid::oid::bigint::text, pgt_schema, pgt_name, defining_query, \
-    schedule, refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, \
-    consecutive_errors::text, last_refresh_at::text, created_at::text";
+    refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, consecutive_errors::text";
 
 fn from_row(row: Vec<Option<String>>) -> StreamTable {
     let text = |i: usize| row[i].clone().unwrap_or_default();
@@ -39,15 +35,12 @@ fn from_row(row: Vec<Option<String>>) -> StreamTable {
         schema: text(2),
         name: text(3),
         defining_query: text(4),
-        schedule: row[5].clone(),
-        refresh_mode: text(6),
-        status: text(7),
-        is_populated: text(8) == "true",
-        needs_reinit: text(9) == "true",
-        frontier: row[10].as_deref().and_then(Frontier::from_json),
-        consecutive_errors: text(11).parse().unwrap_or(0),
-        last_refresh_at: row[12].clone(),
-        created_at: text(13),
+        refresh_mode: text(5),
+        status: text(6),
+        is_populated: text(7) == "true",
+        needs_reinit: text(8) == "true",
+        frontier: row[9].as_deref().and_then(Frontier::from_json),
+        consecutive_errors: text(10).parse().unwrap_or(0),
     }
 }
 
@@ -67,7 +60,11 @@ impl StreamTable {
             "SELECT relowner::bigint::text FROM pg_catalog.pg_class WHERE oid = {}",
             self.relid.to_u32()
         ));
-        Oid::from(owner.and_then(|o| o.parse::<u32>().ok()).unwrap_or(pgrx::pg_sys::BOOTSTRAP_SUPERUSERID))
+        Oid::from(
+            owner
+                .and_then(|o| o.parse::<u32>().ok())
+                .unwrap_or(pgrx::pg_sys::BOOTSTRAP_SUPERUSERID),
+        )
     }
 }
 
@@ -77,17 +74,21 @@ fn read(sql: &str) -> spi::Rows {
 }
 
 pub fn load(pgt_id: i64) -> Option<StreamTable> {
-    read(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"))
-        .into_iter()
-        .next()
-        .map(from_row)
+    read(&format!(
+        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"
+    ))
+    .into_iter()
+    .next()
+    .map(from_row)
 }
 
 pub fn all() -> Vec<StreamTable> {
-    read(&format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id"))
-        .into_iter()
-        .map(from_row)
-        .collect()
+    read(&format!(
+        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id"
+    ))
+    .into_iter()
+    .map(from_row)
+    .collect()
 }
 
 /// The stream table called `name` (schema-qualified or found through
@@ -106,8 +107,11 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
         .map(from_row)
     });
     found.ok_or_else(|| {
-        PgtError::new(ErrorKind::UndefinedObject, format!("stream table \"{name}\" does not exist"))
-            .with_hint("SELECT * FROM pgtrickle.pgt_status() lists the stream tables.")
+        PgtError::new(
+            ErrorKind::UndefinedObject,
+            format!("stream table \"{name}\" does not exist"),
+        )
+        .with_hint("SELECT * FROM pgtrickle.pgt_status() lists the stream tables.")
     })
 }
 
@@ -140,7 +144,11 @@ pub fn tracked_sources(pgt_id: i64) -> Vec<Oid> {
          WHERE {pgt_id} = ANY(tracked_by_pgt_ids) ORDER BY source_relid"
     ))
     .into_iter()
-    .filter_map(|r| r[0].as_ref().and_then(|v| v.parse::<u32>().ok()).map(Oid::from))
+    .filter_map(|r| {
+        r[0].as_ref()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map(Oid::from)
+    })
     .collect()
 }
 

@@ -73,7 +73,12 @@ fn columns(source: Oid) -> Vec<(String, String)> {
         source.to_u32()
     ))
     .into_iter()
-    .map(|r| (ident(r[0].as_deref().unwrap_or("")), r[1].clone().unwrap_or_default()))
+    .map(|r| {
+        (
+            ident(r[0].as_deref().unwrap_or("")),
+            r[1].clone().unwrap_or_default(),
+        )
+    })
     .collect()
 }
 
@@ -123,8 +128,15 @@ fn create_capture(source: Oid) -> CdcObjects {
     let function = qualified(&objects.schema, &objects.function);
     let truncate_function = qualified(&objects.schema, &objects.truncate_function);
     let col_sep = if col_defs.is_empty() { "" } else { ", " };
-    if spi::query_value(&format!("SELECT 1::text FROM pg_catalog.pg_namespace WHERE nspname = {}", pgtrickle_core::quote::literal(&objects.schema))).is_none() {
-        spi::execute(&format!("CREATE SCHEMA {schema}; REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"));
+    if spi::query_value(&format!(
+        "SELECT 1::text FROM pg_catalog.pg_namespace WHERE nspname = {}",
+        pgtrickle_core::quote::literal(&objects.schema)
+    ))
+    .is_none()
+    {
+        spi::execute(&format!(
+            "CREATE SCHEMA {schema}; REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"
+        ));
     }
     spi::execute(&format!(
         "CREATE TABLE {buffer} (
@@ -202,7 +214,10 @@ fn drop_capture(source: Oid) {
         if table_exists {
             let src = source_name(source);
             for trigger in &objects.triggers {
-                spi::execute(&format!("DROP TRIGGER IF EXISTS {} ON {src}", ident(trigger)));
+                spi::execute(&format!(
+                    "DROP TRIGGER IF EXISTS {} ON {src}",
+                    ident(trigger)
+                ));
             }
         }
         spi::execute(&format!(
@@ -212,7 +227,9 @@ fn drop_capture(source: Oid) {
             objects.buffer_name()
         ));
     }
-    spi::execute(&format!("DELETE FROM pgtrickle.pgt_change_tracking WHERE source_relid = {oid}"));
+    spi::execute(&format!(
+        "DELETE FROM pgtrickle.pgt_change_tracking WHERE source_relid = {oid}"
+    ));
 }
 
 /// Drops the capture of `source` whatever consumes it (used when the

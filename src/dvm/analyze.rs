@@ -58,7 +58,9 @@ pub struct Analysis {
 }
 
 fn unsupported<T>(construct: impl Into<String>) -> Result<T, Unsupported> {
-    Err(Unsupported { construct: construct.into() })
+    Err(Unsupported {
+        construct: construct.into(),
+    })
 }
 
 fn cstr(ptr: *const std::ffi::c_char) -> String {
@@ -71,7 +73,8 @@ fn cstr(ptr: *const std::ffi::c_char) -> String {
 
 /// Parses and analyses (and rewrites: views become subqueries) one SELECT.
 pub fn parse_select(sql: &str) -> PgtResult<*mut pg_sys::Query> {
-    let c_sql = CString::new(sql).map_err(|_| PgtError::invalid("the query contains a NUL byte"))?;
+    let c_sql =
+        CString::new(sql).map_err(|_| PgtError::invalid("the query contains a NUL byte"))?;
     unsafe {
         let raws = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(c_sql.as_ptr()));
         if raws.len() != 1 {
@@ -85,9 +88,14 @@ pub fn parse_select(sql: &str) -> PgtResult<*mut pg_sys::Query> {
             return Err(PgtError::invalid("the defining query must be a SELECT statement")
                 .with_hint("Pass the query only, for example 'SELECT region, sum(amount) FROM orders GROUP BY region'."));
         }
-        if !(*((*raw).stmt as *mut pg_sys::SelectStmt)).intoClause.is_null() {
-            return Err(PgtError::invalid("SELECT INTO cannot define a stream table")
-                .with_hint("Remove the INTO clause; the stream table is the target."));
+        if !(*((*raw).stmt as *mut pg_sys::SelectStmt))
+            .intoClause
+            .is_null()
+        {
+            return Err(
+                PgtError::invalid("SELECT INTO cannot define a stream table")
+                    .with_hint("Remove the INTO clause; the stream table is the target."),
+            );
         }
         let queries = PgList::<pg_sys::Query>::from_pg(pg_sys::pg_analyze_and_rewrite_fixedparams(
             raw,
@@ -98,7 +106,9 @@ pub fn parse_select(sql: &str) -> PgtResult<*mut pg_sys::Query> {
         ));
         match (queries.len(), queries.get_ptr(0)) {
             (1, Some(q)) if (*q).commandType == pg_sys::CmdType::CMD_SELECT => Ok(q),
-            _ => Err(PgtError::invalid("the defining query must rewrite to a single SELECT")),
+            _ => Err(PgtError::invalid(
+                "the defining query must rewrite to a single SELECT",
+            )),
         }
     }
 }
@@ -109,7 +119,11 @@ pub fn analyze(sql: &str) -> PgtResult<Analysis> {
     unsafe {
         let columns = output_columns(query)?;
         let differential = plan_query(query);
-        Ok(Analysis { query, columns, differential })
+        Ok(Analysis {
+            query,
+            columns,
+            differential,
+        })
     }
 }
 
@@ -122,20 +136,30 @@ unsafe fn output_columns(q: *mut pg_sys::Query) -> PgtResult<Vec<Column>> {
         }
         let name = cstr((*tle).resname);
         if name.is_empty() || name == "?column?" {
-            return Err(PgtError::invalid(format!("output column {} of the query has no name", i + 1))
-                .with_hint("Give every expression an alias, for example SELECT count(*) AS n."));
+            return Err(PgtError::invalid(format!(
+                "output column {} of the query has no name",
+                i + 1
+            ))
+            .with_hint("Give every expression an alias, for example SELECT count(*) AS n."));
         }
         if name.starts_with("__pgt_") {
-            return Err(PgtError::invalid(format!("output column name \"{name}\" is reserved"))
-                .with_detail("Names starting with __pgt_ are pg_trickle's internal columns.")
-                .with_hint("Rename the column with an alias."));
+            return Err(
+                PgtError::invalid(format!("output column name \"{name}\" is reserved"))
+                    .with_detail("Names starting with __pgt_ are pg_trickle's internal columns.")
+                    .with_hint("Rename the column with an alias."),
+            );
         }
         if columns.iter().any(|c| c.name == name) {
-            return Err(PgtError::invalid(format!("the query returns more than one column named \"{name}\""))
-                .with_hint("Give the columns distinct aliases."));
+            return Err(PgtError::invalid(format!(
+                "the query returns more than one column named \"{name}\""
+            ))
+            .with_hint("Give the columns distinct aliases."));
         }
         let expr = (*tle).expr as *mut pg_sys::Node;
-        let type_sql = cstr(pg_sys::format_type_with_typemod(pg_sys::exprType(expr), pg_sys::exprTypmod(expr)));
+        let type_sql = cstr(pg_sys::format_type_with_typemod(
+            pg_sys::exprType(expr),
+            pg_sys::exprTypmod(expr),
+        ));
         columns.push(Column { name, type_sql });
     }
     if columns.is_empty() {
@@ -187,16 +211,34 @@ unsafe fn plan_query(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsup
     if !(*q).setOperations.is_null() {
         let mut leaves = Vec::new();
         collect_union_all(q, (*q).setOperations, &mut leaves)?;
-        let blocks = leaves.into_iter().map(|sub| spj_block(sub)).collect::<Result<Vec<_>, _>>()?;
-        return Ok((Shape::Rows { branches: blocks.len() }, blocks));
+        let blocks = leaves
+            .into_iter()
+            .map(|sub| spj_block(sub))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((
+            Shape::Rows {
+                branches: blocks.len(),
+            },
+            blocks,
+        ));
     }
     if (*q).hasAggs || !(*q).groupClause.is_null() {
         return grouped_block(q);
     }
     if !(*q).distinctClause.is_null() {
-        let block = Block { query: q, targets: visible_exprs(q), instances: from_items(q)? };
+        let block = Block {
+            query: q,
+            targets: visible_exprs(q),
+            instances: from_items(q)?,
+        };
         let group_columns = (0..block.targets.len()).collect();
-        return Ok((Shape::Groups { group_columns, aggs: vec![] }, vec![block]));
+        return Ok((
+            Shape::Groups {
+                group_columns,
+                aggs: vec![],
+            },
+            vec![block],
+        ));
     }
     Ok((Shape::Rows { branches: 1 }, vec![spj_block(q)?]))
 }
@@ -244,7 +286,11 @@ unsafe fn spj_block(q: *mut pg_sys::Query) -> Result<Block, Unsupported> {
     if !(*q).distinctClause.is_null() {
         return unsupported("DISTINCT inside a subquery, view or UNION ALL branch");
     }
-    Ok(Block { query: q, targets: visible_exprs(q), instances: from_items(q)? })
+    Ok(Block {
+        query: q,
+        targets: visible_exprs(q),
+        instances: from_items(q)?,
+    })
 }
 
 unsafe fn from_items(q: *mut pg_sys::Query) -> Result<Vec<Instance>, Unsupported> {
@@ -266,14 +312,21 @@ unsafe fn from_items(q: *mut pg_sys::Query) -> Result<Vec<Instance>, Unsupported
                         relid: (*rte).relid,
                         inh: (*rte).inh,
                     })),
-                    b'm' => return unsupported("materialized views as sources (make it a stream table)"),
+                    b'm' => {
+                        return unsupported(
+                            "materialized views as sources (make it a stream table)",
+                        )
+                    }
                     b'f' => return unsupported("foreign tables as sources"),
                     _ => return unsupported("this kind of relation as a source"),
                 }
             }
             pg_sys::RTEKind::RTE_SUBQUERY => {
                 let block = spj_block((*rte).subquery)?;
-                instances.push(Instance::Nested { rtindex, block: Box::new(block) });
+                instances.push(Instance::Nested {
+                    rtindex,
+                    block: Box::new(block),
+                });
             }
             pg_sys::RTEKind::RTE_JOIN => {
                 if (*rte).jointype != pg_sys::JoinType::JOIN_INNER {
@@ -358,15 +411,32 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             targets.push(a);
             targets.len() - 1
         });
-        plan_aggs.push(Agg { kind, column, arg: arg_index });
+        plan_aggs.push(Agg {
+            kind,
+            column,
+            arg: arg_index,
+        });
     }
-    let block = Block { query: q, targets, instances };
-    Ok((Shape::Groups { group_columns, aggs: plan_aggs }, vec![block]))
+    let block = Block {
+        query: q,
+        targets,
+        instances,
+    };
+    Ok((
+        Shape::Groups {
+            group_columns,
+            aggs: plan_aggs,
+        },
+        vec![block],
+    ))
 }
 
-unsafe fn aggregate(agg: *mut pg_sys::Aggref) -> Result<(AggKind, Option<*mut pg_sys::Node>), Unsupported> {
+unsafe fn aggregate(
+    agg: *mut pg_sys::Aggref,
+) -> Result<(AggKind, Option<*mut pg_sys::Node>), Unsupported> {
     let name = cstr(pg_sys::get_func_name((*agg).aggfnoid));
-    let builtin = pg_sys::get_func_namespace((*agg).aggfnoid) == Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
+    let builtin =
+        pg_sys::get_func_namespace((*agg).aggfnoid) == Oid::from(pg_sys::PG_CATALOG_NAMESPACE);
     if !(*agg).aggdistinct.is_null() {
         return unsupported(format!("{name}(DISTINCT ...)"));
     }
@@ -390,16 +460,24 @@ unsafe fn aggregate(agg: *mut pg_sys::Aggref) -> Result<(AggKind, Option<*mut pg
         (true, "avg", 1) => {
             let ty = pg_sys::exprType(arg.expect("one argument"));
             let state_type = match ty {
-                pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::NUMERICOID => "numeric",
+                pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::NUMERICOID => {
+                    "numeric"
+                }
                 pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => "double precision",
                 pg_sys::INTERVALOID => "interval",
                 _ => return unsupported("avg() over this type"),
             };
-            AggKind::Avg { state_type: state_type.to_string() }
+            AggKind::Avg {
+                state_type: state_type.to_string(),
+            }
         }
         _ => return unsupported(format!("the aggregate function {name}()")),
     };
-    let arg = if kind == AggKind::CountStar { None } else { arg };
+    let arg = if kind == AggKind::CountStar {
+        None
+    } else {
+        arg
+    };
     Ok((kind, arg))
 }
 
@@ -411,13 +489,21 @@ unsafe extern "C-unwind" fn record_function(func: Oid, context: *mut std::ffi::c
     false
 }
 
-unsafe extern "C-unwind" fn collect_functions(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+unsafe extern "C-unwind" fn collect_functions(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
     if node.is_null() {
         return false;
     }
     pg_sys::check_functions_in_node(node, Some(record_function), context);
     if is_a(node, NodeTag::T_Query) {
-        return pg_sys::query_tree_walker(node as *mut pg_sys::Query, Some(collect_functions), context, 0);
+        return pg_sys::query_tree_walker(
+            node as *mut pg_sys::Query,
+            Some(collect_functions),
+            context,
+            0,
+        );
     }
     pg_sys::expression_tree_walker(node, Some(collect_functions), context)
 }

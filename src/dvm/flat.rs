@@ -42,7 +42,10 @@ impl TableShape {
             relid.to_u32()
         ));
         let row = rows.first().expect("relation exists");
-        let qualified_name = qualified(row[0].as_deref().unwrap_or(""), row[1].as_deref().unwrap_or(""));
+        let qualified_name = qualified(
+            row[0].as_deref().unwrap_or(""),
+            row[1].as_deref().unwrap_or(""),
+        );
         let attributes = spi::query(&format!(
             "SELECT CASE WHEN attisdropped THEN NULL ELSE attname::text END FROM pg_catalog.pg_attribute \
              WHERE attrelid = {} AND attnum > 0 ORDER BY attnum",
@@ -51,7 +54,10 @@ impl TableShape {
         .into_iter()
         .map(|r| r.into_iter().next().flatten())
         .collect();
-        TableShape { qualified_name, attributes }
+        TableShape {
+            qualified_name,
+            attributes,
+        }
     }
 
     fn live_columns(&self) -> impl Iterator<Item = &String> {
@@ -65,7 +71,10 @@ fn variant_columns(shape: &TableShape) -> Vec<String> {
         .attributes
         .iter()
         .enumerate()
-        .map(|(i, a)| a.clone().unwrap_or_else(|| format!("__pgt_dropped_{}", i + 1)))
+        .map(|(i, a)| {
+            a.clone()
+                .unwrap_or_else(|| format!("__pgt_dropped_{}", i + 1))
+        })
         .collect();
     names.push("__pgt_rid".into());
     names.push("__pgt_w".into());
@@ -74,8 +83,14 @@ fn variant_columns(shape: &TableShape) -> Vec<String> {
 
 /// The identity of a table row: a hash of all its column values.
 pub fn row_identity(shape: &TableShape, alias: &str) -> String {
-    let parts: Vec<String> = shape.live_columns().map(|c| format!("{alias}.{}::text", ident(c))).collect();
-    format!("pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[])", parts.join(", "))
+    let parts: Vec<String> = shape
+        .live_columns()
+        .map(|c| format!("{alias}.{}::text", ident(c)))
+        .collect();
+    format!(
+        "pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[])",
+        parts.join(", ")
+    )
 }
 
 fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String {
@@ -112,7 +127,9 @@ pub struct Printer {
 
 impl Printer {
     pub fn shape(&mut self, relid: Oid) -> &TableShape {
-        self.shapes.entry(relid).or_insert_with(|| TableShape::load(relid))
+        self.shapes
+            .entry(relid)
+            .or_insert_with(|| TableShape::load(relid))
     }
 
     /// The core of `block` with `variants` (one per table of
@@ -124,7 +141,11 @@ impl Printer {
         Ok(sql)
     }
 
-    fn print(&mut self, block: &Block, variants: &mut std::slice::Iter<'_, Variant>) -> PgtResult<String> {
+    fn print(
+        &mut self,
+        block: &Block,
+        variants: &mut std::slice::Iter<'_, Variant>,
+    ) -> PgtResult<String> {
         // Replacement subqueries and their column names, per range-table index.
         let mut replacements: Vec<(i32, String, Vec<String>)> = Vec::new();
         for instance in &block.instances {
@@ -132,13 +153,24 @@ impl Printer {
                 Instance::Relation(rel) => {
                     let variant = variants.next().expect("a variant per table");
                     let shape = self.shape(rel.relid).clone();
-                    replacements.push((rel.rtindex, variant_sql(rel, &shape, variant), variant_columns(&shape)));
+                    replacements.push((
+                        rel.rtindex,
+                        variant_sql(rel, &shape, variant),
+                        variant_columns(&shape),
+                    ));
                 }
-                Instance::Nested { rtindex, block: inner } => {
+                Instance::Nested {
+                    rtindex,
+                    block: inner,
+                } => {
                     let inner_sql = self.print(inner, variants)?;
                     let n_inner = inner.instances.len();
-                    let outs: Vec<String> = (0..inner.targets.len()).map(|i| format!("f.c{i}")).collect();
-                    let rids: Vec<String> = (0..n_inner).map(|i| format!("f.__pgt_rid_{i}::text")).collect();
+                    let outs: Vec<String> = (0..inner.targets.len())
+                        .map(|i| format!("f.c{i}"))
+                        .collect();
+                    let rids: Vec<String> = (0..n_inner)
+                        .map(|i| format!("f.__pgt_rid_{i}::text"))
+                        .collect();
                     let ws: Vec<String> = (0..n_inner).map(|i| format!("f.__pgt_w_{i}")).collect();
                     let sql = format!(
                         "SELECT {}{}pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[]) AS __pgt_rid, ({})::bigint AS __pgt_w FROM ({inner_sql}) f",
@@ -147,7 +179,8 @@ impl Printer {
                         rids.join(", "),
                         if ws.is_empty() { "1".to_string() } else { ws.join(" * ") },
                     );
-                    let mut names: Vec<String> = (0..inner.targets.len()).map(|i| format!("c{i}")).collect();
+                    let mut names: Vec<String> =
+                        (0..inner.targets.len()).map(|i| format!("c{i}")).collect();
                     names.push("__pgt_rid".into());
                     names.push("__pgt_w".into());
                     replacements.push((*rtindex, sql, names));
@@ -163,13 +196,18 @@ fn c_string(s: &str) -> *mut std::ffi::c_char {
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
-unsafe fn print_with_replacements(block: &Block, replacements: &[(i32, String, Vec<String>)]) -> PgtResult<String> {
+unsafe fn print_with_replacements(
+    block: &Block,
+    replacements: &[(i32, String, Vec<String>)],
+) -> PgtResult<String> {
     let query = pg_sys::copyObjectImpl(block.query.cast()) as *mut pg_sys::Query;
     let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
     let mut extra_targets: Vec<(i32, i16)> = Vec::new();
     for (rtindex, sql, names) in replacements {
         let sub = parse_select(sql)?;
-        let rte = rtable.get_ptr(*rtindex as usize - 1).expect("range table entry");
+        let rte = rtable
+            .get_ptr(*rtindex as usize - 1)
+            .expect("range table entry");
         (*rte).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
         (*rte).subquery = sub;
         (*rte).relid = Oid::INVALID;
@@ -196,13 +234,26 @@ unsafe fn print_with_replacements(block: &Block, replacements: &[(i32, String, V
     let mut resno: i16 = 1;
     for (i, expr) in block.targets.iter().enumerate() {
         let copy = pg_sys::copyObjectImpl((*expr).cast()) as *mut pg_sys::Expr;
-        tlist.push(pg_sys::makeTargetEntry(copy, resno, c_string(&format!("c{i}")), false));
+        tlist.push(pg_sys::makeTargetEntry(
+            copy,
+            resno,
+            c_string(&format!("c{i}")),
+            false,
+        ));
         resno += 1;
     }
     for (k, (rtindex, rid_attno)) in extra_targets.iter().enumerate() {
-        for (attno, name) in [(*rid_attno, format!("__pgt_rid_{k}")), (*rid_attno + 1, format!("__pgt_w_{k}"))] {
+        for (attno, name) in [
+            (*rid_attno, format!("__pgt_rid_{k}")),
+            (*rid_attno + 1, format!("__pgt_w_{k}")),
+        ] {
             let var = pg_sys::makeVar(*rtindex, attno, pg_sys::INT8OID, -1, Oid::INVALID, 0);
-            tlist.push(pg_sys::makeTargetEntry(var.cast(), resno, c_string(&name), false));
+            tlist.push(pg_sys::makeTargetEntry(
+                var.cast(),
+                resno,
+                c_string(&name),
+                false,
+            ));
             resno += 1;
         }
     }

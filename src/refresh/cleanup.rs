@@ -11,7 +11,9 @@ use pgrx::pg_sys::{self, Oid};
 /// `pg_trickle.cleanup_use_truncate` is on and nobody is writing to it.
 pub fn consumed_changes(sources: &[Oid]) {
     for &source in sources {
-        let Some(objects) = CdcObjects::existing(source) else { continue };
+        let Some(objects) = CdcObjects::existing(source) else {
+            continue;
+        };
         // Locks the consumer list: a stream table being created over this
         // source waits, and is seen once it commits.
         let consumers = spi::query_value(&format!(
@@ -38,7 +40,10 @@ pub fn consumed_changes(sources: &[Oid]) {
             continue;
         }
         let buffer = objects.buffer_name();
-        spi::execute(&format!("DELETE FROM {buffer} r WHERE {}", conditions.join(" AND ")));
+        spi::execute(&format!(
+            "DELETE FROM {buffer} r WHERE {}",
+            conditions.join(" AND ")
+        ));
         if config::CLEANUP_USE_TRUNCATE.get() {
             truncate_if_empty(&buffer);
         }
@@ -51,10 +56,18 @@ fn truncate_if_empty(buffer: &str) {
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
         return;
     }
-    let relid = spi::query_value(&format!("SELECT '{}'::regclass::oid::bigint::text", buffer.replace('\'', "''")));
-    let Some(relid) = relid.and_then(|r| r.parse::<u32>().ok()) else { return };
+    let relid = spi::query_value(&format!(
+        "SELECT '{}'::regclass::oid::bigint::text",
+        buffer.replace('\'', "''")
+    ));
+    let Some(relid) = relid.and_then(|r| r.parse::<u32>().ok()) else {
+        return;
+    };
     let locked = unsafe {
-        pg_sys::ConditionalLockRelationOid(Oid::from(relid), pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE)
+        pg_sys::ConditionalLockRelationOid(
+            Oid::from(relid),
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        )
     };
     if !locked {
         return;

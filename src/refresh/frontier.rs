@@ -44,7 +44,11 @@ impl Frontier {
             literal(&self.snapshot)
         );
         if let Some(xid) = &self.own_xid {
-            let max = self.own_max_change.get(&source.to_u32().to_string()).copied().unwrap_or(0);
+            let max = self
+                .own_max_change
+                .get(&source.to_u32().to_string())
+                .copied()
+                .unwrap_or(0);
             pred.push_str(&format!(
                 " OR ({alias}.xid = {}::pg_catalog.xid8 AND {alias}.change_id <= {max})",
                 literal(xid)

@@ -38,16 +38,6 @@ impl Initiator {
     }
 }
 
-/// What a refresh did.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub action: &'static str,
-    pub rows_inserted: i64,
-    pub rows_deleted: i64,
-    pub delta_rows: Option<i64>,
-    pub reason: Option<String>,
-}
-
 /// Key of the advisory lock that serialises refreshes of one stream table.
 const LOCK_CLASS: i32 = 0x7067_74; // "pgt"
 
@@ -55,7 +45,10 @@ const LOCK_CLASS: i32 = 0x7067_74; // "pgt"
 /// `false` if `wait` is off and another refresh holds it.
 pub fn lock(pgt_id: i64, wait: bool) -> bool {
     if wait {
-        spi::execute(&format!("SELECT pg_catalog.pg_advisory_xact_lock({LOCK_CLASS}, {}::int4)", pgt_id as i32));
+        spi::execute(&format!(
+            "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_CLASS}, {}::int4)",
+            pgt_id as i32
+        ));
         true
     } else {
         spi::query_value(&format!(
@@ -78,11 +71,14 @@ pub fn plan_for(analysis: &Analysis) -> Plan {
         Ok((shape, _)) => shape.clone(),
         Err(_) => Shape::FullOnly,
     };
-    Plan { columns: analysis.columns.clone(), shape }
+    Plan {
+        columns: analysis.columns.clone(),
+        shape,
+    }
 }
 
-/// Refreshes `st`, which the caller has locked. Returns what was done.
-pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outcome> {
+/// Refreshes `st`, which the caller has locked, and records the refresh.
+pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
     if st.status == "ERROR" {
         return Err(PgtError::new(
             ErrorKind::ObjectState,
@@ -98,22 +94,33 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outco
     let owner = st.owner();
     let analysis = analyze(&st.defining_query)?;
     let plan = plan_for(&analysis);
-    let requested = if st.refresh_mode == "FULL" || !plan.is_differential() { "FULL" } else { "DIFFERENTIAL" };
+    let requested = if st.refresh_mode == "FULL" || !plan.is_differential() {
+        "FULL"
+    } else {
+        "DIFFERENTIAL"
+    };
 
     let sources = catalog::tracked_sources(st.pgt_id);
     let windows: Vec<SourceWindow> = match &st.frontier {
-        Some(f) if st.is_populated && plan.is_differential() => {
-            sources.iter().map(|&s| SourceWindow::measure(s, f, &snapshot)).collect()
-        }
+        Some(f) if st.is_populated && plan.is_differential() => sources
+            .iter()
+            .map(|&s| SourceWindow::measure(s, f, &snapshot))
+            .collect(),
         _ => Vec::new(),
     };
-    let decision = decide(st, &plan, &analysis, &windows);
+    let decision = decide(st, &analysis, &windows);
     let (tally, action) = spi::as_role(owner, || -> PgtResult<((i64, i64), &'static str)> {
         // Change buffers hold every row of the sources: check that the
         // owner may still read what the query reads, as a fresh query would.
-        spi::execute(&format!("SELECT FROM ({}) pgt_privilege_check LIMIT 0", st.defining_query));
+        spi::execute(&format!(
+            "SELECT FROM ({}) pgt_privilege_check LIMIT 0",
+            st.defining_query
+        ));
         match &decision {
-            Decision::Full(_) => Ok((run(&full_statements(st, &plan, &analysis)?, &snapshot), "FULL")),
+            Decision::Full(_) => Ok((
+                run(&full_statements(st, &plan, &analysis)?, &snapshot),
+                "FULL",
+            )),
             Decision::NoData => Ok(((0, 0), "NO_DATA")),
             Decision::Differential => {
                 let stmts = differential_statements(st, &plan, &analysis, &windows)?;
@@ -122,7 +129,11 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outco
         }
     })?;
     let new_frontier = capture_frontier(&sources, &snapshot);
-    let delta_rows = if windows.is_empty() { None } else { Some(windows.iter().map(|w| w.changes).sum()) };
+    let delta_rows = if windows.is_empty() {
+        None
+    } else {
+        Some(windows.iter().map(|w| w.changes).sum())
+    };
     let reason = match &decision {
         Decision::Full(reason) => Some(reason.clone()),
         _ => None,
@@ -149,23 +160,23 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<Outco
         let quiet = action == "NO_DATA" && initiator == Initiator::Scheduler;
         if !quiet {
             catalog::insert_history(&HistoryEntry {
-            pgt_id: st.pgt_id,
-            action,
-            requested_action: requested,
-            status: "COMPLETED",
-            initiated_by: initiator.as_str(),
-            start_time: &start_time,
-            rows_inserted: tally.0,
-            rows_deleted: tally.1,
-            delta_rows,
-            reason: reason.as_deref(),
-            error_message: None,
+                pgt_id: st.pgt_id,
+                action,
+                requested_action: requested,
+                status: "COMPLETED",
+                initiated_by: initiator.as_str(),
+                start_time: &start_time,
+                rows_inserted: tally.0,
+                rows_deleted: tally.1,
+                delta_rows,
+                reason: reason.as_deref(),
+                error_message: None,
             });
             notify_refresh(st, action, tally, &start_time);
         }
         cleanup::consumed_changes(&sources);
     });
-    Ok(Outcome { action, rows_inserted: tally.0, rows_deleted: tally.1, delta_rows, reason })
+    Ok(())
 }
 
 enum Decision {
@@ -174,7 +185,7 @@ enum Decision {
     Differential,
 }
 
-fn decide(st: &StreamTable, plan: &Plan, analysis: &Analysis, windows: &[SourceWindow]) -> Decision {
+fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> Decision {
     if !st.is_populated {
         return Decision::Full("first population".into());
     }
@@ -185,7 +196,10 @@ fn decide(st: &StreamTable, plan: &Plan, analysis: &Analysis, windows: &[SourceW
         return Decision::Full("refresh mode FULL".into());
     }
     if let Err(unsupported) = &analysis.differential {
-        return Decision::Full(format!("AUTO: DIFFERENTIAL cannot maintain {}", unsupported.construct));
+        return Decision::Full(format!(
+            "AUTO: DIFFERENTIAL cannot maintain {}",
+            unsupported.construct
+        ));
     }
     if st.frontier.is_none() {
         return Decision::Full("no frontier recorded".into());
@@ -211,29 +225,40 @@ fn decide(st: &StreamTable, plan: &Plan, analysis: &Analysis, windows: &[SourceW
         }
     }
     if let Ok((_, blocks)) = &analysis.differential {
-        let changed: Vec<Oid> = windows.iter().filter(|w| w.changes > 0).map(|w| w.source).collect();
+        let changed: Vec<Oid> = windows
+            .iter()
+            .filter(|w| w.changes > 0)
+            .map(|w| w.source)
+            .collect();
         for block in blocks {
-            let n = block.relations().iter().filter(|r| changed.contains(&r.relid)).count();
+            let n = block
+                .relations()
+                .iter()
+                .filter(|r| changed.contains(&r.relid))
+                .count();
             if n > MAX_CHANGED_TABLES {
-                return Decision::Full(format!("{n} changed tables in one join (more than {MAX_CHANGED_TABLES})"));
+                return Decision::Full(format!(
+                    "{n} changed tables in one join (more than {MAX_CHANGED_TABLES})"
+                ));
             }
         }
     }
-    let _ = plan;
     Decision::Differential
 }
 
 /// Runs statements as of `snapshot`; returns (rows inserted, rows deleted).
+/// With `pg_trickle.merge_planner_hints`, `work_mem` is raised to
+/// `pg_trickle.merge_work_mem_mb` for these statements only.
 fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64) {
-    let planner = if config::MERGE_PLANNER_HINTS.get() {
+    let saved_work_mem = config::MERGE_PLANNER_HINTS.get().then(|| {
+        let saved =
+            spi::query_value("SELECT pg_catalog.current_setting('work_mem')").unwrap_or_default();
         spi::execute(&format!(
             "SELECT pg_catalog.set_config('work_mem', '{}MB', true)",
             config::MERGE_WORK_MEM_MB.get()
         ));
-        true
-    } else {
-        false
-    };
+        saved
+    });
     let mut tally = (0, 0);
     for statement in statements {
         let n = spi::execute_at(&statement.sql, snapshot) as i64;
@@ -243,14 +268,25 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64) {
             Tally::None => {}
         }
     }
-    let _ = planner;
+    if let Some(saved) = saved_work_mem {
+        spi::execute(&format!(
+            "SELECT pg_catalog.set_config('work_mem', {}, true)",
+            literal(&saved)
+        ));
+    }
     tally
 }
 
-fn full_statements(st: &StreamTable, plan: &Plan, analysis: &Analysis) -> PgtResult<Vec<Statement>> {
+fn full_statements(
+    st: &StreamTable,
+    plan: &Plan,
+    analysis: &Analysis,
+) -> PgtResult<Vec<Statement>> {
     let table = st.qualified_name();
-    let mut stmts =
-        vec![Statement { sql: format!("DELETE FROM {table}"), tally: Tally::Deleted }];
+    let mut stmts = vec![Statement {
+        sql: format!("DELETE FROM {table}"),
+        tally: Tally::Deleted,
+    }];
     match (&plan.shape, &analysis.differential) {
         (Shape::FullOnly, _) | (_, Err(_)) => {
             stmts.push(sqlgen::full_only_insert(plan, &table, &st.defining_query));
@@ -270,7 +306,12 @@ fn full_statements(st: &StreamTable, plan: &Plan, analysis: &Analysis) -> PgtRes
 
 fn full_core(printer: &mut Printer, block: &Block, branch: usize) -> PgtResult<Core> {
     let variants = vec![Variant::Full; block.relations().len()];
-    Ok(Core { sql: printer.core(block, &variants)?, relations: block.instances.len(), branch, sign: 1 })
+    Ok(Core {
+        sql: printer.core(block, &variants)?,
+        relations: block.instances.len(),
+        branch,
+        sign: 1,
+    })
 }
 
 fn differential_statements(
@@ -283,7 +324,10 @@ fn differential_statements(
         unreachable!("differential refresh of a query without a differential plan")
     };
     let table = st.qualified_name();
-    let frontier = st.frontier.as_ref().expect("differential refresh needs a frontier");
+    let frontier = st
+        .frontier
+        .as_ref()
+        .expect("differential refresh needs a frontier");
     let mut printer = Printer::default();
     let mut cores = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
@@ -300,8 +344,14 @@ fn differential_statements(
             let mut picked = 0;
             for (bit, &i) in changed.iter().enumerate() {
                 if mask & (1 << bit) != 0 {
-                    let w = windows.iter().find(|w| w.source == relations[i].relid).expect("window");
-                    variants[i] = Variant::Delta { buffer: w.buffer.clone(), window: frontier.window(w.source, "r") };
+                    let w = windows
+                        .iter()
+                        .find(|w| w.source == relations[i].relid)
+                        .expect("window");
+                    variants[i] = Variant::Delta {
+                        buffer: w.buffer.clone(),
+                        window: frontier.window(w.source, "r"),
+                    };
                     picked += 1;
                 }
             }
@@ -316,7 +366,9 @@ fn differential_statements(
     }
     let scratch = Scratch::for_stream_table(st.pgt_id);
     let full = full_core(&mut printer, &blocks[0], 0)?;
-    Ok(sqlgen::differential_apply(plan, &table, &cores, &full, &scratch))
+    Ok(sqlgen::differential_apply(
+        plan, &table, &cores, &full, &scratch,
+    ))
 }
 
 fn capture_frontier(sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
@@ -372,7 +424,11 @@ fn notify_refresh(st: &StreamTable, action: &str, tally: (i64, i64), start_time:
 
 /// The statements a differential refresh would run if every tracked source
 /// had changed, for explain_st.
-pub fn explain_delta_sql(st: &StreamTable, plan: &Plan, analysis: &Analysis) -> PgtResult<Vec<(String, String)>> {
+pub fn explain_delta_sql(
+    st: &StreamTable,
+    plan: &Plan,
+    analysis: &Analysis,
+) -> PgtResult<Vec<(String, String)>> {
     let mut st = st.clone();
     if st.frontier.is_none() {
         let snapshot = PinnedSnapshot::take();

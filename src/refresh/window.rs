@@ -64,7 +64,12 @@ impl SourceWindow {
             source,
             name,
             buffer,
-            changes: row.first().cloned().flatten().and_then(|v| v.parse().ok()).unwrap_or(0),
+            changes: row
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             truncated: row.get(1).cloned().flatten().as_deref() == Some("true"),
             estimated_rows,
             row_security,

@@ -22,13 +22,21 @@ pub fn due_stream_tables() -> Vec<i64> {
     );
     let mut due = Vec::new();
     for row in rows {
-        let (Some(id), Some(schedule), Some(last), Some(populated), Some(now)) =
-            (row[0].as_ref(), row[1].as_ref(), row[2].as_ref(), row[3].as_ref(), row[4].as_ref())
-        else {
+        let (Some(id), Some(schedule), Some(last), Some(populated), Some(now)) = (
+            row[0].as_ref(),
+            row[1].as_ref(),
+            row[2].as_ref(),
+            row[3].as_ref(),
+            row[4].as_ref(),
+        ) else {
             continue;
         };
-        let Ok(schedule) = Schedule::parse(schedule) else { continue };
-        let (Ok(last), Ok(now)) = (last.parse::<f64>(), now.parse::<f64>()) else { continue };
+        let Ok(schedule) = Schedule::parse(schedule) else {
+            continue;
+        };
+        let (Ok(last), Ok(now)) = (last.parse::<f64>(), now.parse::<f64>()) else {
+            continue;
+        };
         if populated == "false" || schedule.next_due(epoch(last)) <= epoch(now) {
             if let Ok(id) = id.parse::<i64>() {
                 due.push(id);

@@ -1,6 +1,8 @@
 //! The launcher: one scheduler worker per database.
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,7 +39,10 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
         });
         for (oid, name) in databases {
             let running = workers.get(&oid).map(|w| w.pid().is_ok()).unwrap_or(false)
-                || matches!(workers.get(&oid).map(|w| w.pid()), Some(Err(BackgroundWorkerStatus::NotYetStarted)));
+                || matches!(
+                    workers.get(&oid).map(|w| w.pid()),
+                    Some(Err(BackgroundWorkerStatus::NotYetStarted))
+                );
             if running {
                 continue;
             }

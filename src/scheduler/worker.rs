@@ -47,7 +47,8 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
 }
 
 fn extension_installed() -> bool {
-    spi::query_value("SELECT 1::text FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'").is_some()
+    spi::query_value("SELECT 1::text FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'")
+        .is_some()
 }
 
 /// Runs `f` in a subtransaction; on error rolls it back and returns the
@@ -60,7 +61,9 @@ fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(move || Ok(f())))
             .catch_others(|e| {
                 Err(match e {
-                    CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+                    CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                        r.message().to_string()
+                    }
                     CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
                 })
             })
@@ -79,7 +82,9 @@ fn refresh_one(pgt_id: i64) {
     if !refresh::lock(pgt_id, false) {
         return; // a manual refresh is running; the next tick retries
     }
-    let Some(st) = catalog::load(pgt_id) else { return };
+    let Some(st) = catalog::load(pgt_id) else {
+        return;
+    };
     if st.status != "ACTIVE" && st.status != "INITIALIZING" {
         return;
     }
@@ -101,7 +106,11 @@ fn record_failure(st: &catalog::StreamTable, start: &str, message: &str) {
         literal(message),
         st.pgt_id
     ));
-    let requested = if st.refresh_mode == "FULL" || !st.is_populated { "FULL" } else { "DIFFERENTIAL" };
+    let requested = if st.refresh_mode == "FULL" || !st.is_populated {
+        "FULL"
+    } else {
+        "DIFFERENTIAL"
+    };
     catalog::insert_history(&catalog::HistoryEntry {
         pgt_id: st.pgt_id,
         action: requested,
@@ -123,7 +132,10 @@ fn record_failure(st: &catalog::StreamTable, start: &str, message: &str) {
             "consecutive_errors": errors,
             "error": message,
         });
-        spi::execute(&format!("SELECT pg_catalog.pg_notify('pg_trickle_alert', {})", literal(&payload.to_string())));
+        spi::execute(&format!(
+            "SELECT pg_catalog.pg_notify('pg_trickle_alert', {})",
+            literal(&payload.to_string())
+        ));
     }
 }
 

@@ -15,7 +15,11 @@ pub fn topological_order(nodes: &[i64], edges: &[(i64, i64)]) -> Result<Vec<i64>
             downstream.entry(up).or_default().push(down);
         }
     }
-    let mut ready: BTreeSet<i64> = upstream_count.iter().filter(|(_, &c)| c == 0).map(|(&n, _)| n).collect();
+    let mut ready: BTreeSet<i64> = upstream_count
+        .iter()
+        .filter(|(_, &c)| c == 0)
+        .map(|(&n, _)| n)
+        .collect();
     let mut order = Vec::with_capacity(known.len());
     while let Some(&next) = ready.iter().next() {
         ready.remove(&next);
@@ -42,14 +46,23 @@ mod tests {
     #[test]
     fn upstream_first() {
         // 3 reads 2, 2 reads 1.
-        assert_eq!(topological_order(&[3, 2, 1], &[(3, 2), (2, 1)]), Ok(vec![1, 2, 3]));
+        assert_eq!(
+            topological_order(&[3, 2, 1], &[(3, 2), (2, 1)]),
+            Ok(vec![1, 2, 3])
+        );
         // Diamond: 4 reads 2 and 3, both read 1.
-        assert_eq!(topological_order(&[1, 2, 3, 4], &[(4, 2), (4, 3), (2, 1), (3, 1)]), Ok(vec![1, 2, 3, 4]));
+        assert_eq!(
+            topological_order(&[1, 2, 3, 4], &[(4, 2), (4, 3), (2, 1), (3, 1)]),
+            Ok(vec![1, 2, 3, 4])
+        );
     }
 
     #[test]
     fn cycles_are_reported() {
-        assert_eq!(topological_order(&[1, 2, 3], &[(1, 2), (2, 1)]), Err(vec![1, 2]));
+        assert_eq!(
+            topological_order(&[1, 2, 3], &[(1, 2), (2, 1)]),
+            Err(vec![1, 2])
+        );
     }
 
     #[test]

@@ -70,7 +70,9 @@ pub fn parse_duration_seconds(input: &str) -> Result<i64, DurationError> {
             continue;
         }
         if !ch.is_ascii_digit() {
-            return Err(DurationError::MissingNumber { at: text[start..].to_string() });
+            return Err(DurationError::MissingNumber {
+                at: text[start..].to_string(),
+            });
         }
         let mut end = start;
         while let Some(&(i, c)) = chars.peek() {
@@ -86,15 +88,26 @@ pub fn parse_duration_seconds(input: &str) -> Result<i64, DurationError> {
         }
         let unit = match chars.next() {
             Some((_, c)) if c.is_alphabetic() => c,
-            _ => return Err(DurationError::MissingUnit { number: number.to_string() }),
+            _ => {
+                return Err(DurationError::MissingUnit {
+                    number: number.to_string(),
+                })
+            }
         };
         if let Some(&(i, c)) = chars.peek() {
             if c.is_alphabetic() {
-                let rest: String = text[i..].chars().take_while(|c| c.is_alphabetic()).collect();
-                return Err(DurationError::UnknownUnit { unit: format!("{unit}{rest}") });
+                let rest: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_alphabetic())
+                    .collect();
+                return Err(DurationError::UnknownUnit {
+                    unit: format!("{unit}{rest}"),
+                });
             }
         }
-        let factor = unit_seconds(unit).ok_or(DurationError::UnknownUnit { unit: unit.to_string() })?;
+        let factor = unit_seconds(unit).ok_or(DurationError::UnknownUnit {
+            unit: unit.to_string(),
+        })?;
         if seen.contains(unit) {
             return Err(DurationError::RepeatedUnit { unit });
         }
@@ -126,15 +139,46 @@ mod tests {
     fn rejects_bad_input_with_a_reason() {
         assert_eq!(parse_duration_seconds(""), Err(DurationError::Empty));
         assert_eq!(parse_duration_seconds("  "), Err(DurationError::Empty));
-        assert_eq!(parse_duration_seconds("90"), Err(DurationError::MissingUnit { number: "90".into() }));
-        assert_eq!(parse_duration_seconds("5x"), Err(DurationError::UnknownUnit { unit: "x".into() }));
-        assert_eq!(parse_duration_seconds("5min"), Err(DurationError::UnknownUnit { unit: "min".into() }));
-        assert_eq!(parse_duration_seconds("5 minutes"), Err(DurationError::UnknownUnit { unit: "minutes".into() }));
-        assert_eq!(parse_duration_seconds("m"), Err(DurationError::MissingNumber { at: "m".into() }));
-        assert_eq!(parse_duration_seconds("-5s"), Err(DurationError::MissingNumber { at: "-5s".into() }));
-        assert_eq!(parse_duration_seconds("1h1h"), Err(DurationError::RepeatedUnit { unit: 'h' }));
-        assert_eq!(parse_duration_seconds("99999999999999999999s"), Err(DurationError::Overflow));
-        assert_eq!(parse_duration_seconds("9223372036854775807w"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration_seconds("90"),
+            Err(DurationError::MissingUnit {
+                number: "90".into()
+            })
+        );
+        assert_eq!(
+            parse_duration_seconds("5x"),
+            Err(DurationError::UnknownUnit { unit: "x".into() })
+        );
+        assert_eq!(
+            parse_duration_seconds("5min"),
+            Err(DurationError::UnknownUnit { unit: "min".into() })
+        );
+        assert_eq!(
+            parse_duration_seconds("5 minutes"),
+            Err(DurationError::UnknownUnit {
+                unit: "minutes".into()
+            })
+        );
+        assert_eq!(
+            parse_duration_seconds("m"),
+            Err(DurationError::MissingNumber { at: "m".into() })
+        );
+        assert_eq!(
+            parse_duration_seconds("-5s"),
+            Err(DurationError::MissingNumber { at: "-5s".into() })
+        );
+        assert_eq!(
+            parse_duration_seconds("1h1h"),
+            Err(DurationError::RepeatedUnit { unit: 'h' })
+        );
+        assert_eq!(
+            parse_duration_seconds("99999999999999999999s"),
+            Err(DurationError::Overflow)
+        );
+        assert_eq!(
+            parse_duration_seconds("9223372036854775807w"),
+            Err(DurationError::Overflow)
+        );
     }
 
     #[test]

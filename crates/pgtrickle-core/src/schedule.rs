@@ -36,10 +36,14 @@ impl Schedule {
             return Ok(Schedule::Cron(Box::new(cron)));
         }
         match parse_duration_seconds(text) {
-            Ok(0) => Err(ScheduleError { message: format!("schedule \"{text}\" is zero; use NULL for manual refresh only") }),
+            Ok(0) => Err(ScheduleError {
+                message: format!("schedule \"{text}\" is zero; use NULL for manual refresh only"),
+            }),
             Ok(seconds) => Ok(Schedule::Every { seconds }),
             Err(e) => Err(ScheduleError {
-                message: format!("invalid schedule \"{text}\": {e}; expected a duration or a cron expression"),
+                message: format!(
+                    "invalid schedule \"{text}\": {e}; expected a duration or a cron expression"
+                ),
             }),
         }
     }
@@ -78,9 +82,18 @@ mod tests {
 
     #[test]
     fn durations_and_cron_expressions_parse() {
-        assert!(matches!(Schedule::parse("30s"), Ok(Schedule::Every { seconds: 30 })));
-        assert!(matches!(Schedule::parse("1h 30m"), Ok(Schedule::Every { seconds: 5400 })));
-        assert!(matches!(Schedule::parse("*/5 * * * *"), Ok(Schedule::Cron(_))));
+        assert!(matches!(
+            Schedule::parse("30s"),
+            Ok(Schedule::Every { seconds: 30 })
+        ));
+        assert!(matches!(
+            Schedule::parse("1h 30m"),
+            Ok(Schedule::Every { seconds: 5400 })
+        ));
+        assert!(matches!(
+            Schedule::parse("*/5 * * * *"),
+            Ok(Schedule::Cron(_))
+        ));
         assert!(matches!(Schedule::parse("@hourly"), Ok(Schedule::Cron(_))));
     }
 
@@ -99,7 +112,10 @@ mod tests {
         let every = Schedule::parse("90s").unwrap();
         assert_eq!(every.next_due(t), t + Duration::seconds(90));
         let cron = Schedule::parse("*/5 * * * *").unwrap();
-        assert_eq!(cron.next_due(t), Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap());
+        assert_eq!(
+            cron.next_due(t),
+            Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap()
+        );
         assert_eq!(cron.min_interval_seconds(), 300);
     }
 }

@@ -31,11 +31,25 @@ impl Cluster {
         std::fs::create_dir_all(root.join("sock")).expect("create cluster dir");
         chown_to_postgres(&root);
         let port = free_port();
-        let cluster = Cluster { install, port, root };
+        let cluster = Cluster {
+            install,
+            port,
+            root,
+        };
         cluster.as_postgres(
             &cluster.install.bin("initdb"),
-            &["-D", cluster.datadir().to_str().unwrap(), "-U", "postgres", "-A", "trust",
-              "-E", "UTF8", "--locale=C", "--no-sync"],
+            &[
+                "-D",
+                cluster.datadir().to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
         );
         let mut conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
@@ -66,7 +80,10 @@ impl Cluster {
     }
 
     pub fn connection_string(&self, dbname: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={dbname}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
     }
 
     pub fn connect(&self) -> Client {
@@ -78,7 +95,10 @@ impl Cluster {
     }
 
     pub fn connect_as(&self, dbname: &str, user: &str) -> Client {
-        let conn = format!("host=127.0.0.1 port={} user={user} dbname={dbname}", self.port);
+        let conn = format!(
+            "host=127.0.0.1 port={} user={user} dbname={dbname}",
+            self.port
+        );
         Client::connect(&conn, NoTls).unwrap_or_else(|e| panic!("connect {conn}: {e}"))
     }
 
@@ -102,12 +122,24 @@ impl Cluster {
         let log = self.root.join("server.log");
         self.as_postgres(
             &self.install.bin("pg_ctl"),
-            &["-D", self.datadir().to_str().unwrap(), "-l", log.to_str().unwrap(), "-w",
-              "-t", "60", "start"],
+            &[
+                "-D",
+                self.datadir().to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while Client::connect(&self.connection_string("postgres"), NoTls).is_err() {
-            assert!(Instant::now() < deadline, "server did not accept connections:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not accept connections:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -115,7 +147,16 @@ impl Cluster {
     fn pg_ctl_stop(&self, mode: &str) {
         self.as_postgres(
             &self.install.bin("pg_ctl"),
-            &["-D", self.datadir().to_str().unwrap(), "-m", mode, "-w", "-t", "60", "stop"],
+            &[
+                "-D",
+                self.datadir().to_str().unwrap(),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
         );
     }
 
@@ -139,7 +180,14 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = postgres_user_command(
             &self.install.bin("pg_ctl"),
-            &["-D", self.datadir().to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                self.datadir().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         )
         .output();
         if !std::thread::panicking() {
@@ -149,7 +197,11 @@ impl Drop for Cluster {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// initdb and postgres refuse root: run them as the `postgres` OS user.
@@ -180,5 +232,8 @@ fn chown_to_postgres(dir: &Path) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

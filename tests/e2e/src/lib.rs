@@ -7,8 +7,8 @@
 //! (`cargo pgrx install --pg-config ...`, as `scripts/test.sh` does).
 
 mod cluster;
-mod pg_config;
 pub mod oracle;
+mod pg_config;
 
 pub use cluster::Cluster;
 pub use pg_config::PgInstall;
@@ -18,13 +18,17 @@ pub use postgres::{Client, Error as PgError};
 pub fn cluster_with_extension() -> (Cluster, Client) {
     let cluster = Cluster::start();
     let mut client = cluster.connect();
-    client.batch_execute("CREATE EXTENSION pg_trickle").expect("CREATE EXTENSION pg_trickle");
+    client
+        .batch_execute("CREATE EXTENSION pg_trickle")
+        .expect("CREATE EXTENSION pg_trickle");
     (cluster, client)
 }
 
 /// The SQLSTATE and message of a failed statement, for asserting on errors.
 pub fn db_error(err: &PgError) -> (String, String, Option<String>, Option<String>) {
-    let db = err.as_db_error().unwrap_or_else(|| panic!("not a database error: {err}"));
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {err}"));
     (
         db.code().code().to_string(),
         db.message().to_string(),

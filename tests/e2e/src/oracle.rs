@@ -34,8 +34,9 @@ pub fn base_seed() -> u64 {
             eprintln!("oracle: PGT_PROPTEST_SEED=random picked seed {seed:#x}");
             seed
         }
-        Ok(s) => parse_u64(s.trim())
-            .unwrap_or_else(|| panic!("PGT_PROPTEST_SEED={s:?} is not a number (decimal, 0x hex, or `random`)")),
+        Ok(s) => parse_u64(s.trim()).unwrap_or_else(|| {
+            panic!("PGT_PROPTEST_SEED={s:?} is not a number (decimal, 0x hex, or `random`)")
+        }),
         Err(_) => DEFAULT_SEED,
     })
 }
@@ -102,7 +103,9 @@ impl Rng {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The value domain of a source column.
@@ -138,11 +141,20 @@ pub struct TableSpec {
 
 impl TableSpec {
     pub fn new(name: &str) -> TableSpec {
-        TableSpec { name: name.to_string(), cols: Vec::new(), max_rows: 60, initial_rows: 20 }
+        TableSpec {
+            name: name.to_string(),
+            cols: Vec::new(),
+            max_rows: 60,
+            initial_rows: 20,
+        }
     }
 
     fn push(mut self, name: &str, kind: Kind, nullable: bool) -> TableSpec {
-        self.cols.push(Column { name: name.to_string(), kind, nullable });
+        self.cols.push(Column {
+            name: name.to_string(),
+            kind,
+            nullable,
+        });
         self
     }
 
@@ -164,7 +176,13 @@ impl TableSpec {
 
     /// Nullable `text`, one of `choices`.
     pub fn text(self, name: &str, choices: &[&'static str]) -> TableSpec {
-        self.push(name, Kind::Text { choices: choices.to_vec() }, true)
+        self.push(
+            name,
+            Kind::Text {
+                choices: choices.to_vec(),
+            },
+            true,
+        )
     }
 
     /// Makes the last column `NOT NULL`.
@@ -198,7 +216,11 @@ impl TableSpec {
                     Kind::Num { .. } => "numeric(12,2)",
                     Kind::Text { .. } => "text",
                 };
-                let nn = if c.nullable || matches!(c.kind, Kind::Pk { .. }) { "" } else { " NOT NULL" };
+                let nn = if c.nullable || matches!(c.kind, Kind::Pk { .. }) {
+                    ""
+                } else {
+                    " NOT NULL"
+                };
                 format!("{} {ty}{nn}", c.name)
             })
             .collect();
@@ -206,11 +228,18 @@ impl TableSpec {
     }
 
     fn col_list(&self) -> String {
-        self.cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.cols
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn non_pk(&self) -> Vec<&Column> {
-        self.cols.iter().filter(|c| !matches!(c.kind, Kind::Pk { .. })).collect()
+        self.cols
+            .iter()
+            .filter(|c| !matches!(c.kind, Kind::Pk { .. }))
+            .collect()
     }
 }
 
@@ -313,7 +342,9 @@ impl RandomDml {
             rng,
             tables,
             sts: Vec::new(),
-            log: vec![format!("-- pg_trickle oracle test {test}, PGT_PROPTEST_SEED={base_seed:#x}")],
+            log: vec![format!(
+                "-- pg_trickle oracle test {test}, PGT_PROPTEST_SEED={base_seed:#x}"
+            )],
             kinds: vec![EntryKind::Comment],
             failed: vec![false],
             notes: Vec::new(),
@@ -339,7 +370,10 @@ impl RandomDml {
     /// Runs `sql`, logging it; errors are returned (and logged).
     pub fn try_exec(&mut self, client: &mut Client, sql: &str) -> Result<(), PgError> {
         let upper = sql.trim_start().to_ascii_uppercase();
-        let kind = if upper.starts_with("CREATE") || upper.starts_with("SET ") {
+        let kind = if upper.starts_with("CREATE")
+            || upper.starts_with("SET ")
+            || upper.starts_with("ANALYZE")
+        {
             EntryKind::Fixed
         } else {
             EntryKind::Stmt
@@ -347,13 +381,21 @@ impl RandomDml {
         self.try_exec_as(client, sql, kind)
     }
 
-    fn try_exec_as(&mut self, client: &mut Client, sql: &str, kind: EntryKind) -> Result<(), PgError> {
+    fn try_exec_as(
+        &mut self,
+        client: &mut Client,
+        sql: &str,
+        kind: EntryKind,
+    ) -> Result<(), PgError> {
         self.push(kind, format!("{sql};"));
         match client.batch_execute(sql) {
             Ok(()) => Ok(()),
             Err(e) => {
                 *self.failed.last_mut().expect("just pushed") = true;
-                self.push(EntryKind::Comment, format!("-- ^ ERROR: {}", error_text(&e)));
+                self.push(
+                    EntryKind::Comment,
+                    format!("-- ^ ERROR: {}", error_text(&e)),
+                );
                 Err(e)
             }
         }
@@ -381,7 +423,10 @@ impl RandomDml {
         } else {
             ""
         };
-        self.fail_with(&format!("{what}\nerror: {}{server_hint}", error_text(e)), target)
+        self.fail_with(
+            &format!("{what}\nerror: {}{server_hint}", error_text(e)),
+            target,
+        )
     }
 
     /// Panics with `what`, the seed, how to reproduce, and the SQL log
@@ -394,7 +439,11 @@ impl RandomDml {
     /// still reproduces `target` (when attached to a cluster).
     pub fn fail_with(&self, what: &str, target: Option<Target>) -> ! {
         let mut msg = String::new();
-        let _ = writeln!(msg, "\n=== pg_trickle oracle failure in test `{}` (round {}) ===", self.test, self.round_no);
+        let _ = writeln!(
+            msg,
+            "\n=== pg_trickle oracle failure in test `{}` (round {}) ===",
+            self.test, self.round_no
+        );
         let _ = writeln!(msg, "{what}");
         let _ = writeln!(msg, "\nseed: {:#x}", self.base_seed);
         let _ = writeln!(
@@ -404,7 +453,8 @@ impl RandomDml {
             cases(0).max(self.round_no),
             self.test
         );
-        let path = std::env::temp_dir().join(format!("pgt-oracle-{}-{:x}.sql", self.test, self.base_seed));
+        let path =
+            std::env::temp_dir().join(format!("pgt-oracle-{}-{:x}.sql", self.test, self.base_seed));
         let script = self.log.join("\n") + "\n";
         if std::fs::write(&path, &script).is_ok() {
             let _ = writeln!(msg, "SQL log written to {}", path.display());
@@ -420,7 +470,11 @@ impl RandomDml {
                     "\n--- minimized replay (run in a fresh database with pg_trickle; the failure \
                      shows after refreshing every stream table it creates) ---\n{script}--- end of minimized replay ---"
                 );
-                let _ = writeln!(msg, "(full SQL log of {} lines in the file above)", self.log.len());
+                let _ = writeln!(
+                    msg,
+                    "(full SQL log of {} lines in the file above)",
+                    self.log.len()
+                );
             }
             other => {
                 if let Some(Err(why)) = other {
@@ -512,7 +566,9 @@ impl RandomDml {
         let non_pk: Vec<Column> = t.non_pk().into_iter().cloned().collect();
         let r = self.rng.below(100);
         if let Some(pk) = &pk {
-            let Kind::Pk { max } = pk.kind else { unreachable!() };
+            let Kind::Pk { max } = pk.kind else {
+                unreachable!()
+            };
             if r < 35 {
                 return format!("{} = {}", pk.name, self.rng.range(1, max));
             }
@@ -540,8 +596,16 @@ impl RandomDml {
         };
         if self.rng.pct(if narrow { 35 } else { 20 }) {
             let d = self.rng.pick(&non_pk).clone();
-            let conj = if narrow { "AND" } else { *self.rng.pick(&["AND", "OR"]) };
-            format!("({single} {conj} {} = {})", d.name, value_literal(&mut self.rng, &d))
+            let conj = if narrow {
+                "AND"
+            } else {
+                *self.rng.pick(&["AND", "OR"])
+            };
+            format!(
+                "({single} {conj} {} = {})",
+                d.name,
+                value_literal(&mut self.rng, &d)
+            )
         } else {
             single
         }
@@ -566,7 +630,11 @@ impl RandomDml {
             Kind::Text { choices } => match self.rng.below(3) {
                 0 => format!("upper({})", c.name),
                 1 => format!("lower({})", c.name),
-                _ => format!("coalesce({}, {})", c.name, quote_lit(self.rng.pick_str(choices))),
+                _ => format!(
+                    "coalesce({}, {})",
+                    c.name,
+                    quote_lit(self.rng.pick_str(choices))
+                ),
             },
             Kind::Pk { .. } => unreachable!(),
         }
@@ -596,12 +664,22 @@ impl RandomDml {
                             sets.push(other);
                         }
                     }
-                    let sets: Vec<String> = sets.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-                    format!("ON CONFLICT ({}) DO UPDATE SET {}", pk.name, sets.join(", "))
+                    let sets: Vec<String> =
+                        sets.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                    format!(
+                        "ON CONFLICT ({}) DO UPDATE SET {}",
+                        pk.name,
+                        sets.join(", ")
+                    )
                 } else {
                     format!("ON CONFLICT ({}) DO NOTHING", pk.name)
                 };
-                format!("INSERT INTO {} ({}) VALUES {} {tail}", t.name, t.col_list(), rows.join(", "))
+                format!(
+                    "INSERT INTO {} ({}) VALUES {} {tail}",
+                    t.name,
+                    t.col_list(),
+                    rows.join(", ")
+                )
             }
             None => {
                 if count > 0 && self.rng.pct(15) {
@@ -619,7 +697,12 @@ impl RandomDml {
                     let dup = self.rng.pick(&rows).clone();
                     rows.push(dup);
                 }
-                format!("INSERT INTO {} ({}) VALUES {}", t.name, t.col_list(), rows.join(", "))
+                format!(
+                    "INSERT INTO {} ({}) VALUES {}",
+                    t.name,
+                    t.col_list(),
+                    rows.join(", ")
+                )
             }
         }
     }
@@ -629,7 +712,9 @@ impl RandomDml {
         if let Some(pk) = t.pk_col().cloned() {
             if self.rng.pct(15) || non_pk.is_empty() {
                 // Move a row to another key (and maybe change it too).
-                let Kind::Pk { max } = pk.kind else { unreachable!() };
+                let Kind::Pk { max } = pk.kind else {
+                    unreachable!()
+                };
                 let from = self.rng.range(1, max);
                 let to = self.rng.range(1, max);
                 let extra = if !non_pk.is_empty() && self.rng.pct(40) {
@@ -651,16 +736,26 @@ impl RandomDml {
                 cols.push(other);
             }
         }
-        let sets: Vec<String> = cols.iter().map(|c| format!("{} = {}", c.name, self.set_expr(c))).collect();
+        let sets: Vec<String> = cols
+            .iter()
+            .map(|c| format!("{} = {}", c.name, self.set_expr(c)))
+            .collect();
         let pred = self.predicate(t);
         format!("UPDATE {} SET {} WHERE {pred}", t.name, sets.join(", "))
     }
 
     fn delete_sql(&mut self, t: &TableSpec) -> String {
-        let pred = if self.rng.pct(1) { "true".to_string() } else { self.predicate_with(t, true) };
+        let pred = if self.rng.pct(1) {
+            "true".to_string()
+        } else {
+            self.predicate_with(t, true)
+        };
         if t.pk_col().is_none() && self.rng.pct(50) {
             // Delete one of several identical rows.
-            format!("DELETE FROM {0} WHERE ctid IN (SELECT ctid FROM {0} WHERE {pred} LIMIT 1)", t.name)
+            format!(
+                "DELETE FROM {0} WHERE ctid IN (SELECT ctid FROM {0} WHERE {pred} LIMIT 1)",
+                t.name
+            )
         } else {
             format!("DELETE FROM {} WHERE {pred}", t.name)
         }
@@ -688,7 +783,9 @@ impl RandomDml {
     /// update twice, insert then delete...): exercises netting of changes.
     fn focused_statements(&mut self, t: &TableSpec) -> Vec<String> {
         let pk = t.pk_col().cloned().expect("PK table");
-        let Kind::Pk { max } = pk.kind else { unreachable!() };
+        let Kind::Pk { max } = pk.kind else {
+            unreachable!()
+        };
         let k = self.rng.range(1, max);
         let non_pk: Vec<Column> = t.non_pk().into_iter().cloned().collect();
         let mut out = Vec::new();
@@ -699,14 +796,26 @@ impl RandomDml {
                     let vals: Vec<String> = t
                         .cols
                         .iter()
-                        .map(|c| if c.name == pk.name { k.to_string() } else { literal(&mut self.rng, c) })
+                        .map(|c| {
+                            if c.name == pk.name {
+                                k.to_string()
+                            } else {
+                                literal(&mut self.rng, c)
+                            }
+                        })
                         .collect();
-                    let sets: Vec<String> =
-                        non_pk.iter().map(|c| format!("{0} = EXCLUDED.{0}", c.name)).collect();
+                    let sets: Vec<String> = non_pk
+                        .iter()
+                        .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
+                        .collect();
                     let tail = if sets.is_empty() {
                         format!("ON CONFLICT ({}) DO NOTHING", pk.name)
                     } else {
-                        format!("ON CONFLICT ({}) DO UPDATE SET {}", pk.name, sets.join(", "))
+                        format!(
+                            "ON CONFLICT ({}) DO UPDATE SET {}",
+                            pk.name,
+                            sets.join(", ")
+                        )
                     };
                     out.push(format!(
                         "INSERT INTO {} ({}) VALUES ({}) {tail}",
@@ -718,7 +827,10 @@ impl RandomDml {
                 2 if !non_pk.is_empty() => {
                     let c = self.rng.pick(&non_pk).clone();
                     let e = self.set_expr(&c);
-                    out.push(format!("UPDATE {} SET {} = {e} WHERE {} = {k}", t.name, c.name, pk.name));
+                    out.push(format!(
+                        "UPDATE {} SET {} = {e} WHERE {} = {k}",
+                        t.name, c.name, pk.name
+                    ));
                 }
                 _ => {
                     let to = self.rng.range(1, max);
@@ -741,7 +853,9 @@ impl RandomDml {
     }
 
     fn random_statements(&mut self, client: &mut Client, lo: i64, hi: i64) -> Vec<String> {
-        (0..self.rng.range(lo, hi)).map(|_| self.random_statement(client)).collect()
+        (0..self.rng.range(lo, hi))
+            .map(|_| self.random_statement(client))
+            .collect()
     }
 
     /// One batch of random DML: single statements, committed and rolled-back
@@ -783,7 +897,12 @@ impl RandomDml {
                     let mut stmts = vec![format!("TRUNCATE {}", t.name)];
                     let n = self.rng.range(2, 8) as usize;
                     let rows = self.random_rows(&t, n);
-                    stmts.push(format!("INSERT INTO {} ({}) VALUES {}", t.name, t.col_list(), rows.join(", ")));
+                    stmts.push(format!(
+                        "INSERT INTO {} ({}) VALUES {}",
+                        t.name,
+                        t.col_list(),
+                        rows.join(", ")
+                    ));
                     self.run_txn(client, &stmts, true);
                 }
             }
@@ -818,7 +937,10 @@ impl RandomDml {
         let sql = create_sql(name, query, mode);
         let actual = match self.try_exec_as(client, &sql, EntryKind::CreateSt(name.to_string())) {
             Ok(()) => mode.to_string(),
-            Err(e) if mode == "DIFFERENTIAL" && e.as_db_error().is_some_and(|d| d.code().code() == "0A000") => {
+            Err(e)
+                if mode == "DIFFERENTIAL"
+                    && e.as_db_error().is_some_and(|d| d.code().code() == "0A000") =>
+            {
                 let note = format!(
                     "NOTE {}: DIFFERENTIAL refused for {name} ({query}): {}; checking AUTO instead",
                     self.test,
@@ -827,7 +949,9 @@ impl RandomDml {
                 eprintln!("oracle: {note}");
                 self.notes.push(note);
                 let sql = create_sql(name, query, "AUTO");
-                if let Err(e) = self.try_exec_as(client, &sql, EntryKind::CreateSt(name.to_string())) {
+                if let Err(e) =
+                    self.try_exec_as(client, &sql, EntryKind::CreateSt(name.to_string()))
+                {
                     self.fail_error(
                         &format!("create_stream_table in AUTO mode failed after DIFFERENTIAL was refused\nquery: {query}"),
                         &sql,
@@ -836,7 +960,11 @@ impl RandomDml {
                 }
                 "AUTO".to_string()
             }
-            Err(e) => self.fail_error(&format!("create_stream_table({name}, mode {mode}) failed\nquery: {query}"), &sql, &e),
+            Err(e) => self.fail_error(
+                &format!("create_stream_table({name}, mode {mode}) failed\nquery: {query}"),
+                &sql,
+                &e,
+            ),
         };
         let st = StreamTable {
             name: name.to_string(),
@@ -850,14 +978,31 @@ impl RandomDml {
 
     pub fn refresh(&mut self, client: &mut Client, name: &str) {
         let sql = if simulated() {
-            let query = self.sts.iter().find(|s| s.name == name).map(|s| s.query.clone()).unwrap_or_default();
-            format!("DELETE FROM {name}; INSERT INTO {name} SELECT 0, q.*, 1 FROM ({query}) q{}", simulated_bug())
+            let query = self
+                .sts
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.query.clone())
+                .unwrap_or_default();
+            format!(
+                "DELETE FROM {name}; INSERT INTO {name} SELECT 0, q.*, 1 FROM ({query}) q{}",
+                simulated_bug()
+            )
         } else {
             format!("SELECT pgtrickle.refresh_stream_table('{name}')")
         };
         if let Err(e) = self.try_exec(client, &sql) {
-            let query = self.sts.iter().find(|s| s.name == name).map(|s| s.query.clone()).unwrap_or_default();
-            self.fail_error(&format!("refresh_stream_table({name}) failed\nquery: {query}"), &sql, &e);
+            let query = self
+                .sts
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.query.clone())
+                .unwrap_or_default();
+            self.fail_error(
+                &format!("refresh_stream_table({name}) failed\nquery: {query}"),
+                &sql,
+                &e,
+            );
         }
     }
 
@@ -907,9 +1052,15 @@ impl RandomDml {
     pub fn next_round(&mut self, client: &mut Client) {
         self.round_no += 1;
         let n = self.round_no;
-        let sizes: Vec<String> =
-            self.tables.iter().map(|t| format!("{}={}", t.name, self.row_count(client, &t.name))).collect();
-        self.comment(&format!("---- round {n} (source rows: {})", sizes.join(", ")));
+        let sizes: Vec<String> = self
+            .tables
+            .iter()
+            .map(|t| format!("{}={}", t.name, self.row_count(client, &t.name)))
+            .collect();
+        self.comment(&format!(
+            "---- round {n} (source rows: {})",
+            sizes.join(", ")
+        ));
     }
 
     /// `cases` rounds of: 0–3 batches of random DML, refresh of every
@@ -949,7 +1100,11 @@ impl RandomDml {
             );
             if let Ok(rows) = actions {
                 let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-                eprintln!("oracle: {}: refresh actions: {}", self.test, lines.join("; "));
+                eprintln!(
+                    "oracle: {}: refresh actions: {}",
+                    self.test,
+                    lines.join("; ")
+                );
             }
         }
         let names: Vec<String> = self.sts.iter().rev().map(|s| s.name.clone()).collect();
@@ -962,9 +1117,14 @@ impl RandomDml {
             self.exec(client, &sql);
         }
         if std::env::var("PGT_ORACLE_KEEP_LOG").is_ok_and(|v| v == "1") {
-            let path = std::env::temp_dir().join(format!("pgt-oracle-{}-{:x}.sql", self.test, self.base_seed));
+            let path = std::env::temp_dir()
+                .join(format!("pgt-oracle-{}-{:x}.sql", self.test, self.base_seed));
             let _ = std::fs::write(&path, self.log.join("\n") + "\n");
-            eprintln!("oracle: {}: SQL log written to {}", self.test, path.display());
+            eprintln!(
+                "oracle: {}: SQL log written to {}",
+                self.test,
+                path.display()
+            );
         }
         let sizes: Vec<String> = self
             .tables
@@ -987,7 +1147,10 @@ impl RandomDml {
 /// Seconds the shrinker may spend on a failure: `PGT_PROPTEST_SHRINK_SECS`,
 /// default 90; 0 turns shrinking off.
 pub fn shrink_budget() -> u64 {
-    std::env::var("PGT_PROPTEST_SHRINK_SECS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(90)
+    std::env::var("PGT_PROPTEST_SHRINK_SECS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(90)
 }
 
 impl RandomDml {
@@ -1004,10 +1167,16 @@ impl RandomDml {
             .filter(|(i, _)| self.kinds[*i] != EntryKind::Comment)
             .map(|(i, l)| (i, l.as_str()))
             .collect();
-        let fixed: Vec<usize> =
-            entries.iter().filter(|(i, _)| self.kinds[*i] == EntryKind::Fixed).map(|(i, _)| *i).collect();
-        let mut keep: Vec<usize> =
-            entries.iter().filter(|(i, _)| self.kinds[*i] != EntryKind::Fixed).map(|(i, _)| *i).collect();
+        let fixed: Vec<usize> = entries
+            .iter()
+            .filter(|(i, _)| self.kinds[*i] == EntryKind::Fixed)
+            .map(|(i, _)| *i)
+            .collect();
+        let mut keep: Vec<usize> = entries
+            .iter()
+            .filter(|(i, _)| self.kinds[*i] != EntryKind::Fixed)
+            .map(|(i, _)| *i)
+            .collect();
         let mut attempts = 0usize;
         let mut test = |keep: &[usize]| -> Result<bool, String> {
             attempts += 1;
@@ -1017,7 +1186,9 @@ impl RandomDml {
         };
         match test(&keep) {
             Ok(true) => {}
-            Ok(false) => return Err("a single-session replay of the log does not reproduce it".to_string()),
+            Ok(false) => {
+                return Err("a single-session replay of the log does not reproduce it".to_string())
+            }
             Err(e) => return Err(e),
         }
         let mut chunk = keep.len().div_ceil(2).max(1);
@@ -1029,7 +1200,11 @@ impl RandomDml {
                     break 'outer;
                 }
                 let end = (i + chunk).min(keep.len());
-                let candidate: Vec<usize> = keep[..i].iter().chain(keep[end..].iter()).copied().collect();
+                let candidate: Vec<usize> = keep[..i]
+                    .iter()
+                    .chain(keep[end..].iter())
+                    .copied()
+                    .collect();
                 if test(&candidate).unwrap_or(false) {
                     keep = candidate;
                     removed = true;
@@ -1055,7 +1230,11 @@ impl RandomDml {
             lines.len(),
             entries.len(),
             start.elapsed(),
-            if start.elapsed() > budget { " (time budget reached, not minimal)" } else { "" }
+            if start.elapsed() > budget {
+                " (time budget reached, not minimal)"
+            } else {
+                ""
+            }
         );
         for i in &lines {
             let _ = writeln!(script, "{}", self.log[*i]);
@@ -1078,29 +1257,53 @@ impl RandomDml {
 
     /// Runs the log entries `lines` in a new database; true when `target`
     /// shows.
-    fn replay(&self, port: u16, lines: &[usize], target: &Target, attempt: usize) -> Result<bool, String> {
+    fn replay(
+        &self,
+        port: u16,
+        lines: &[usize],
+        target: &Target,
+        attempt: usize,
+    ) -> Result<bool, String> {
         let conn = |db: &str| {
-            Client::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname={db}"), postgres::NoTls)
-                .map_err(|e| format!("connecting to {db}: {e}"))
+            Client::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres dbname={db}"),
+                postgres::NoTls,
+            )
+            .map_err(|e| format!("connecting to {db}: {e}"))
         };
         let db = format!("pgt_shrink_{}", attempt % 2);
         let mut admin = conn("postgres")?;
-        for sql in [format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"), format!("CREATE DATABASE {db}")] {
-            admin.batch_execute(&sql).map_err(|e| format!("creating the scratch database: {}", error_text(&e)))?;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .map_err(|e| format!("creating the scratch database: {}", error_text(&e)))?;
         }
         let result = (|| -> Result<bool, String> {
             let mut c = conn(&db)?;
             c.batch_execute("CREATE EXTENSION pg_trickle")
-                .map_err(|e| format!("CREATE EXTENSION in the scratch database: {}", error_text(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "CREATE EXTENSION in the scratch database: {}",
+                        error_text(&e)
+                    )
+                })?;
             let mut sts: Vec<String> = Vec::new();
             for &i in lines {
                 let sql = &self.log[i];
                 if let Err(e) = c.batch_execute(sql) {
-                    let code = e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_default();
-                    if matches!(target, Target::Error { sql: s, code: k } if s == sql && *k == code) {
+                    let code = e
+                        .as_db_error()
+                        .map(|d| d.code().code().to_string())
+                        .unwrap_or_default();
+                    if matches!(target, Target::Error { sql: s, code: k } if s == sql && *k == code)
+                    {
                         return Ok(true);
                     }
-                    if self.failed[i] && !matches!(target, Target::Error { sql: s, .. } if s == sql) {
+                    if self.failed[i] && !matches!(target, Target::Error { sql: s, .. } if s == sql)
+                    {
                         // It failed in the original run too (e.g. DIFFERENTIAL refused).
                         continue;
                     }
@@ -1110,14 +1313,24 @@ impl RandomDml {
                     sts.push(name.clone());
                 }
             }
-            let Target::Mismatch { st, query } = target else { return Ok(false) };
+            let Target::Mismatch { st, query } = target else {
+                return Ok(false);
+            };
             if !sts.contains(st) {
                 return Ok(false);
             }
             for name in &sts {
                 let sql = if simulated() {
-                    let q = &self.sts.iter().find(|s| &s.name == name).expect("known stream table").query;
-                    format!("DELETE FROM {name}; INSERT INTO {name} SELECT 0, q.*, 1 FROM ({q}) q{}", simulated_bug())
+                    let q = &self
+                        .sts
+                        .iter()
+                        .find(|s| &s.name == name)
+                        .expect("known stream table")
+                        .query;
+                    format!(
+                        "DELETE FROM {name}; INSERT INTO {name} SELECT 0, q.*, 1 FROM ({q}) q{}",
+                        simulated_bug()
+                    )
                 } else {
                     format!("SELECT pgtrickle.refresh_stream_table('{name}')")
                 };
@@ -1207,9 +1420,15 @@ pub fn check_matches_query(client: &mut Client, st: &str, query: &str) -> Result
         .collect();
     let have: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
     if have != want {
-        return Err(format!("user-visible columns of {st} are {have:?}, the query's are {want:?}"));
+        return Err(format!(
+            "user-visible columns of {st} are {have:?}, the query's are {want:?}"
+        ));
     }
-    let list = cols.iter().map(|(_, q)| q.as_str()).collect::<Vec<_>>().join(", ");
+    let list = cols
+        .iter()
+        .map(|(_, q)| q.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let st_sel = format!("SELECT {list} FROM {st}");
     let q_sel = format!("SELECT * FROM ({query}) AS __oracle_q");
     let sql = format!(
@@ -1217,15 +1436,25 @@ pub fn check_matches_query(client: &mut Client, st: &str, query: &str) -> Result
          UNION ALL
          SELECT 'missing', d::text FROM ({q_sel} EXCEPT ALL {st_sel}) d"
     );
-    let rows = client
-        .query(&sql, &[])
-        .map_err(|e| format!("running the oracle query: {}\noracle SQL: {sql}", error_text(&e)))?;
+    let rows = client.query(&sql, &[]).map_err(|e| {
+        format!(
+            "running the oracle query: {}\noracle SQL: {sql}",
+            error_text(&e)
+        )
+    })?;
     if rows.is_empty() {
         return Ok(());
     }
-    let extra: Vec<String> = rows.iter().filter(|r| r.get::<_, &str>(0) == "extra").map(|r| r.get(1)).collect();
-    let missing: Vec<String> =
-        rows.iter().filter(|r| r.get::<_, &str>(0) == "missing").map(|r| r.get(1)).collect();
+    let extra: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, &str>(0) == "extra")
+        .map(|r| r.get(1))
+        .collect();
+    let missing: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, &str>(0) == "missing")
+        .map(|r| r.get(1))
+        .collect();
     let count = |sql: &str, client: &mut Client| -> String {
         client
             .query_one(sql, &[])
@@ -1241,8 +1470,14 @@ pub fn check_matches_query(client: &mut Client, st: &str, query: &str) -> Result
         }
         s.join("\n")
     };
-    let mut msg = format!("stream table has {st_rows} rows, the query returns {q_rows} (columns {have:?})\n");
-    let _ = writeln!(msg, "rows in the stream table but not in the query result ({}):\n{}", extra.len(), show(&extra));
+    let mut msg =
+        format!("stream table has {st_rows} rows, the query returns {q_rows} (columns {have:?})\n");
+    let _ = writeln!(
+        msg,
+        "rows in the stream table but not in the query result ({}):\n{}",
+        extra.len(),
+        show(&extra)
+    );
     let _ = writeln!(
         msg,
         "rows in the query result but not in the stream table ({}):\n{}",

@@ -29,7 +29,10 @@ impl PgInstall {
             .and_then(|v| v.split('.').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("cannot read a major version from {version:?}"));
-        PgInstall { bindir: PathBuf::from(bindir), major }
+        PgInstall {
+            bindir: PathBuf::from(bindir),
+            major,
+        }
     }
 
     pub fn bin(&self, name: &str) -> PathBuf {
@@ -42,7 +45,11 @@ fn run_pg_config(pg_config: &PathBuf, flag: &str) -> String {
         .arg(flag)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", pg_config.display()));
-    assert!(out.status.success(), "{} {flag} failed", pg_config.display());
+    assert!(
+        out.status.success(),
+        "{} {flag} failed",
+        pg_config.display()
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -6,58 +6,220 @@ use std::collections::BTreeSet;
 
 /// (table, column, type, not null, default contains) of every catalog column.
 const CATALOG_COLUMNS: &[(&str, &str, &str, bool, Option<&str>)] = &[
-    ("pgt_stream_tables", "pgt_id", "bigint", true, Some("nextval")),
+    (
+        "pgt_stream_tables",
+        "pgt_id",
+        "bigint",
+        true,
+        Some("nextval"),
+    ),
     ("pgt_stream_tables", "pgt_relid", "oid", true, None),
     ("pgt_stream_tables", "pgt_name", "text", true, None),
     ("pgt_stream_tables", "pgt_schema", "text", true, None),
     ("pgt_stream_tables", "defining_query", "text", true, None),
     ("pgt_stream_tables", "original_query", "text", false, None),
     ("pgt_stream_tables", "schedule", "text", false, None),
-    ("pgt_stream_tables", "refresh_mode", "text", true, Some("'DIFFERENTIAL'")),
-    ("pgt_stream_tables", "status", "text", true, Some("'INITIALIZING'")),
-    ("pgt_stream_tables", "is_populated", "boolean", true, Some("false")),
-    ("pgt_stream_tables", "data_timestamp", "timestamp with time zone", false, None),
+    (
+        "pgt_stream_tables",
+        "refresh_mode",
+        "text",
+        true,
+        Some("'DIFFERENTIAL'"),
+    ),
+    (
+        "pgt_stream_tables",
+        "status",
+        "text",
+        true,
+        Some("'INITIALIZING'"),
+    ),
+    (
+        "pgt_stream_tables",
+        "is_populated",
+        "boolean",
+        true,
+        Some("false"),
+    ),
+    (
+        "pgt_stream_tables",
+        "data_timestamp",
+        "timestamp with time zone",
+        false,
+        None,
+    ),
     ("pgt_stream_tables", "frontier", "jsonb", false, None),
-    ("pgt_stream_tables", "last_refresh_at", "timestamp with time zone", false, None),
-    ("pgt_stream_tables", "consecutive_errors", "integer", true, Some("0")),
-    ("pgt_stream_tables", "needs_reinit", "boolean", true, Some("false")),
-    ("pgt_stream_tables", "auto_threshold", "double precision", false, None),
-    ("pgt_stream_tables", "last_full_ms", "double precision", false, None),
+    (
+        "pgt_stream_tables",
+        "last_refresh_at",
+        "timestamp with time zone",
+        false,
+        None,
+    ),
+    (
+        "pgt_stream_tables",
+        "consecutive_errors",
+        "integer",
+        true,
+        Some("0"),
+    ),
+    (
+        "pgt_stream_tables",
+        "needs_reinit",
+        "boolean",
+        true,
+        Some("false"),
+    ),
+    (
+        "pgt_stream_tables",
+        "auto_threshold",
+        "double precision",
+        false,
+        None,
+    ),
+    (
+        "pgt_stream_tables",
+        "last_full_ms",
+        "double precision",
+        false,
+        None,
+    ),
     ("pgt_stream_tables", "functions_used", "ARRAY", false, None),
     ("pgt_stream_tables", "last_error", "text", false, None),
-    ("pgt_stream_tables", "created_at", "timestamp with time zone", true, Some("now()")),
-    ("pgt_stream_tables", "updated_at", "timestamp with time zone", true, Some("now()")),
+    (
+        "pgt_stream_tables",
+        "created_at",
+        "timestamp with time zone",
+        true,
+        Some("now()"),
+    ),
+    (
+        "pgt_stream_tables",
+        "updated_at",
+        "timestamp with time zone",
+        true,
+        Some("now()"),
+    ),
     ("pgt_dependencies", "pgt_id", "bigint", true, None),
     ("pgt_dependencies", "source_relid", "oid", true, None),
     ("pgt_dependencies", "source_type", "text", true, None),
     ("pgt_dependencies", "columns_used", "ARRAY", false, None),
     ("pgt_dependencies", "column_snapshot", "jsonb", false, None),
-    ("pgt_dependencies", "schema_fingerprint", "text", false, None),
-    ("pgt_dependencies", "cdc_mode", "text", false, Some("'TRIGGER'")),
+    (
+        "pgt_dependencies",
+        "schema_fingerprint",
+        "text",
+        false,
+        None,
+    ),
+    (
+        "pgt_dependencies",
+        "cdc_mode",
+        "text",
+        false,
+        Some("'TRIGGER'"),
+    ),
     ("pgt_dependencies", "slot_name", "text", false, None),
-    ("pgt_dependencies", "decoder_confirmed_lsn", "pg_lsn", false, None),
-    ("pgt_dependencies", "transition_started_at", "timestamp with time zone", false, None),
-    ("pgt_refresh_history", "refresh_id", "bigint", true, Some("nextval")),
+    (
+        "pgt_dependencies",
+        "decoder_confirmed_lsn",
+        "pg_lsn",
+        false,
+        None,
+    ),
+    (
+        "pgt_dependencies",
+        "transition_started_at",
+        "timestamp with time zone",
+        false,
+        None,
+    ),
+    (
+        "pgt_refresh_history",
+        "refresh_id",
+        "bigint",
+        true,
+        Some("nextval"),
+    ),
     ("pgt_refresh_history", "pgt_id", "bigint", true, None),
-    ("pgt_refresh_history", "data_timestamp", "timestamp with time zone", true, None),
-    ("pgt_refresh_history", "start_time", "timestamp with time zone", true, None),
-    ("pgt_refresh_history", "end_time", "timestamp with time zone", false, None),
+    (
+        "pgt_refresh_history",
+        "data_timestamp",
+        "timestamp with time zone",
+        true,
+        None,
+    ),
+    (
+        "pgt_refresh_history",
+        "start_time",
+        "timestamp with time zone",
+        true,
+        None,
+    ),
+    (
+        "pgt_refresh_history",
+        "end_time",
+        "timestamp with time zone",
+        false,
+        None,
+    ),
     ("pgt_refresh_history", "action", "text", true, None),
-    ("pgt_refresh_history", "rows_inserted", "bigint", false, Some("0")),
-    ("pgt_refresh_history", "rows_deleted", "bigint", false, Some("0")),
+    (
+        "pgt_refresh_history",
+        "rows_inserted",
+        "bigint",
+        false,
+        Some("0"),
+    ),
+    (
+        "pgt_refresh_history",
+        "rows_deleted",
+        "bigint",
+        false,
+        Some("0"),
+    ),
     ("pgt_refresh_history", "error_message", "text", false, None),
     ("pgt_refresh_history", "status", "text", true, None),
     ("pgt_refresh_history", "initiated_by", "text", false, None),
-    ("pgt_refresh_history", "freshness_deadline", "timestamp with time zone", false, None),
-    ("pgt_refresh_history", "requested_action", "text", false, None),
+    (
+        "pgt_refresh_history",
+        "freshness_deadline",
+        "timestamp with time zone",
+        false,
+        None,
+    ),
+    (
+        "pgt_refresh_history",
+        "requested_action",
+        "text",
+        false,
+        None,
+    ),
     ("pgt_refresh_history", "reason", "text", false, None),
     ("pgt_refresh_history", "delta_rows", "bigint", false, None),
     ("pgt_change_tracking", "source_relid", "oid", true, None),
     ("pgt_change_tracking", "slot_name", "text", true, None),
-    ("pgt_change_tracking", "last_consumed_lsn", "pg_lsn", false, None),
-    ("pgt_change_tracking", "tracked_by_pgt_ids", "ARRAY", false, None),
+    (
+        "pgt_change_tracking",
+        "last_consumed_lsn",
+        "pg_lsn",
+        false,
+        None,
+    ),
+    (
+        "pgt_change_tracking",
+        "tracked_by_pgt_ids",
+        "ARRAY",
+        false,
+        None,
+    ),
     ("pgt_schema_version", "version", "text", true, None),
-    ("pgt_schema_version", "applied_at", "timestamp with time zone", true, Some("now()")),
+    (
+        "pgt_schema_version",
+        "applied_at",
+        "timestamp with time zone",
+        true,
+        Some("now()"),
+    ),
     ("pgt_schema_version", "description", "text", false, None),
 ];
 
@@ -98,7 +260,12 @@ fn object_inventory(client: &mut Client) -> BTreeSet<String> {
         UNION ALL
         SELECT 'type ' || t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
-    client.query(sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect()
+    client
+        .query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
 }
 
 #[test]
@@ -111,12 +278,17 @@ fn create_and_drop_leave_nothing_behind() {
     assert!(installed.contains("schema pgtrickle"), "{installed:?}");
     assert!(installed.contains("schema pgtrickle_changes"));
     assert!(installed.contains("rel pgtrickle.pgt_stream_tables"));
-    let version: String = client.query_one("SELECT pgtrickle.version()", &[]).unwrap().get(0);
+    let version: String = client
+        .query_one("SELECT pgtrickle.version()", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(version, "0.1.0");
     client.batch_execute("DROP EXTENSION pg_trickle").unwrap();
     assert_eq!(object_inventory(&mut client), before);
     // And again: a second install after a drop works the same.
-    client.batch_execute("CREATE EXTENSION pg_trickle; DROP EXTENSION pg_trickle").unwrap();
+    client
+        .batch_execute("CREATE EXTENSION pg_trickle; DROP EXTENSION pg_trickle")
+        .unwrap();
     assert_eq!(object_inventory(&mut client), before);
 }
 
@@ -139,7 +311,11 @@ fn catalog_has_every_column_of_the_seed() {
             .find(|r| r.get::<_, String>(0) == *table && r.get::<_, String>(1) == *column)
             .unwrap_or_else(|| panic!("missing column {table}.{column}"));
         assert_eq!(row.get::<_, String>(2), *ty, "{table}.{column} type");
-        assert_eq!(row.get::<_, String>(3) == "NO", *not_null, "{table}.{column} nullability");
+        assert_eq!(
+            row.get::<_, String>(3) == "NO",
+            *not_null,
+            "{table}.{column} nullability"
+        );
         let actual_default: Option<String> = row.get(4);
         match default {
             Some(want) => assert!(
@@ -162,7 +338,10 @@ fn catalog_constraints_carry_the_fixes() {
             &[],
         )
         .unwrap();
-    assert!(checks.len() >= 6, "expected the CHECK constraints of the seed");
+    assert!(
+        checks.len() >= 6,
+        "expected the CHECK constraints of the seed"
+    );
     for row in &checks {
         let def: String = row.get(1);
         let values: Vec<&str> = def.split('\'').skip(1).step_by(2).collect();
@@ -189,8 +368,10 @@ fn catalog_constraints_carry_the_fixes() {
         .unwrap()
         .get(0);
     assert_eq!(cascade, "c");
-    let version: String =
-        client.query_one("SELECT version FROM pgtrickle.pgt_schema_version", &[]).unwrap().get(0);
+    let version: String = client
+        .query_one("SELECT version FROM pgtrickle.pgt_schema_version", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(version, "0.1.0");
     // pg_dump carries the catalog tables.
     let dumped: Vec<String> = client
@@ -203,8 +384,16 @@ fn catalog_constraints_carry_the_fixes() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for table in ["pgt_stream_tables", "pgt_dependencies", "pgt_refresh_history", "pgt_change_tracking"] {
-        assert!(dumped.contains(&format!("pgtrickle.{table}")), "{table} not in extconfig: {dumped:?}");
+    for table in [
+        "pgt_stream_tables",
+        "pgt_dependencies",
+        "pgt_refresh_history",
+        "pgt_change_tracking",
+    ] {
+        assert!(
+            dumped.contains(&format!("pgtrickle.{table}")),
+            "{table} not in extconfig: {dumped:?}"
+        );
     }
 }
 
@@ -222,22 +411,33 @@ fn change_buffer_schema_is_closed_to_public() {
         .unwrap();
     assert!(!row.get::<_, bool>(0));
     assert!(!row.get::<_, bool>(1));
-    assert!(row.get::<_, bool>(2), "the public API schema must be usable");
+    assert!(
+        row.get::<_, bool>(2),
+        "the public API schema must be usable"
+    );
 }
 
 #[test]
 fn settings_exist_with_their_defaults_and_are_documented() {
     let (_cluster, mut client) = cluster_with_extension();
     let rows = client
-        .query("SELECT name, boot_val FROM pg_settings WHERE name LIKE 'pg\\_trickle.%' ORDER BY name", &[])
+        .query(
+            "SELECT name, boot_val FROM pg_settings WHERE name LIKE 'pg\\_trickle.%' ORDER BY name",
+            &[],
+        )
         .unwrap();
     let actual: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let expected: Vec<(String, String)> =
-        SETTINGS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let expected: Vec<(String, String)> = SETTINGS
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
     assert_eq!(actual, expected);
 
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONFIGURATION.md"))
-        .expect("docs/CONFIGURATION.md");
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/CONFIGURATION.md"
+    ))
+    .expect("docs/CONFIGURATION.md");
     let documented: BTreeSet<String> = docs
         .lines()
         .filter_map(|l| l.strip_prefix("### `"))
@@ -245,22 +445,32 @@ fn settings_exist_with_their_defaults_and_are_documented() {
         .map(str::to_string)
         .collect();
     let registered: BTreeSet<String> = SETTINGS.iter().map(|(n, _)| n.to_string()).collect();
-    assert_eq!(documented, registered, "docs/CONFIGURATION.md and the registered settings differ");
+    assert_eq!(
+        documented, registered,
+        "docs/CONFIGURATION.md and the registered settings differ"
+    );
 }
 
 #[test]
 fn settings_reject_values_out_of_range() {
     let (_cluster, mut client) = cluster_with_extension();
-    let err = client.batch_execute("SET pg_trickle.merge_strategy = 'sideways'").unwrap_err();
+    let err = client
+        .batch_execute("SET pg_trickle.merge_strategy = 'sideways'")
+        .unwrap_err();
     assert_eq!(db_error(&err).0, "22023");
-    let err = client.batch_execute("SET pg_trickle.differential_max_change_ratio = 2").unwrap_err();
+    let err = client
+        .batch_execute("SET pg_trickle.differential_max_change_ratio = 2")
+        .unwrap_err();
     assert_eq!(db_error(&err).0, "22023");
 }
 
 #[test]
 fn parse_duration_seconds_explains_bad_input() {
     let (_cluster, mut client) = cluster_with_extension();
-    let v: i64 = client.query_one("SELECT pgtrickle.parse_duration_seconds('1h30m')", &[]).unwrap().get(0);
+    let v: i64 = client
+        .query_one("SELECT pgtrickle.parse_duration_seconds('1h30m')", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(v, 5400);
     for (input, message) in [
         ("", "duration is empty"),
@@ -273,11 +483,16 @@ fn parse_duration_seconds_explains_bad_input() {
             .unwrap_err();
         let (code, msg, _, hint) = db_error(&err);
         assert_eq!(code, "22023", "{input}");
-        assert_eq!(msg, format!("pg_trickle: invalid duration \"{input}\": {message}"));
+        assert_eq!(
+            msg,
+            format!("pg_trickle: invalid duration \"{input}\": {message}")
+        );
         assert!(hint.unwrap_or_default().contains("'1h30m'"));
     }
-    let null: Option<i64> =
-        client.query_one("SELECT pgtrickle.parse_duration_seconds(NULL)", &[]).unwrap().get(0);
+    let null: Option<i64> = client
+        .query_one("SELECT pgtrickle.parse_duration_seconds(NULL)", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(null, None);
 }
 
@@ -299,14 +514,22 @@ fn hash_functions_are_stable_and_null_aware() {
 #[test]
 fn survives_restart_and_crash() {
     let (cluster, mut client) = cluster_with_extension();
-    client.batch_execute("INSERT INTO pgtrickle.pgt_schema_version VALUES ('test', now(), 'x')").unwrap();
+    client
+        .batch_execute("INSERT INTO pgtrickle.pgt_schema_version VALUES ('test', now(), 'x')")
+        .unwrap();
     drop(client);
     cluster.restart();
     cluster.crash();
     cluster.start_again();
     let mut client = cluster.connect();
-    let n: i64 = client.query_one("SELECT count(*) FROM pgtrickle.pgt_schema_version", &[]).unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM pgtrickle.pgt_schema_version", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
-    let loaded: String = client.query_one("SHOW shared_preload_libraries", &[]).unwrap().get(0);
+    let loaded: String = client
+        .query_one("SHOW shared_preload_libraries", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(loaded, "pg_trickle");
 }

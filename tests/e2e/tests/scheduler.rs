@@ -5,7 +5,10 @@ use pgtrickle_e2e::{Client, Cluster};
 use postgres::fallible_iterator::FallibleIterator;
 use std::time::{Duration, Instant};
 
-const FAST: &[&str] = &["pg_trickle.min_schedule_seconds = 1", "pg_trickle.scheduler_interval_ms = 100"];
+const FAST: &[&str] = &[
+    "pg_trickle.min_schedule_seconds = 1",
+    "pg_trickle.scheduler_interval_ms = 100",
+];
 
 fn fast_cluster() -> (Cluster, Client) {
     let cluster = Cluster::start_with(FAST);
@@ -47,7 +50,9 @@ fn a_short_schedule_catches_up_on_its_own() {
         )
         .unwrap();
     let q = "SELECT g, sum(v), count(*) FROM t GROUP BY g";
-    wait_until("the scheduler to refresh", Duration::from_secs(30), || difference(&mut client, "g, s, n", "sums", q) == 0);
+    wait_until("the scheduler to refresh", Duration::from_secs(30), || {
+        difference(&mut client, "g, s, n", "sums", q) == 0
+    });
     let by_scheduler: i64 = client
         .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER' AND action = 'DIFFERENTIAL'", &[])
         .unwrap()
@@ -70,7 +75,9 @@ fn a_chain_of_three_refreshes_upstream_first() {
         )
         .unwrap();
     let q3 = "SELECT g, total FROM (SELECT g, sum(v) AS total FROM t WHERE v % 2 = 0 GROUP BY g) x WHERE total > 100";
-    wait_until("the chain to catch up", Duration::from_secs(30), || difference(&mut client, "g, total", "s3", q3) == 0);
+    wait_until("the chain to catch up", Duration::from_secs(30), || {
+        difference(&mut client, "g, total", "s3", q3) == 0
+    });
     // In every scheduler pass that refreshed all three, s1 ran before s2 and s2 before s3.
     let out_of_order: i64 = client
         .query_one(
@@ -136,7 +143,8 @@ fn create_targets(client: &mut Client) {
 
 fn assert_exact_after_catch_up(client: &mut Client) {
     wait_until("stream tables to be exact", Duration::from_secs(40), || {
-        difference(client, "g, n, s, lo, hi", "groups", GROUPS) == 0 && difference(client, "id, g, v", "filtered", FILTERED) == 0
+        difference(client, "g, n, s, lo, hi", "groups", GROUPS) == 0
+            && difference(client, "id, g, v", "filtered", FILTERED) == 0
     });
 }
 
@@ -149,7 +157,10 @@ fn concurrent_writers_lose_nothing() {
     }
     assert_exact_after_catch_up(&mut client);
     let failed: i64 = client
-        .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'", &[])
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(failed, 0);
@@ -185,19 +196,33 @@ fn repeated_failures_stop_the_stream_table_with_an_alert() {
         )
         .unwrap();
     let mut carol = cluster.connect_as("postgres", "carol");
-    carol.batch_execute("SELECT pgtrickle.create_stream_table('c', 'SELECT id, v FROM t', '1s')").unwrap();
+    carol
+        .batch_execute("SELECT pgtrickle.create_stream_table('c', 'SELECT id, v FROM t', '1s')")
+        .unwrap();
     let mut listener = cluster.connect();
     listener.batch_execute("LISTEN pg_trickle_alert").unwrap();
-    client.batch_execute("REVOKE SELECT ON t FROM carol; INSERT INTO t VALUES (2, 2)").unwrap();
+    client
+        .batch_execute("REVOKE SELECT ON t FROM carol; INSERT INTO t VALUES (2, 2)")
+        .unwrap();
     wait_until("ERROR status", Duration::from_secs(30), || {
-        let status: String = client.query_one("SELECT status FROM pgtrickle.pgt_stream_tables", &[]).unwrap().get(0);
+        let status: String = client
+            .query_one("SELECT status FROM pgtrickle.pgt_stream_tables", &[])
+            .unwrap()
+            .get(0);
         status == "ERROR"
     });
     let row = client
-        .query_one("SELECT consecutive_errors, last_error FROM pgtrickle.pgt_stream_tables", &[])
+        .query_one(
+            "SELECT consecutive_errors, last_error FROM pgtrickle.pgt_stream_tables",
+            &[],
+        )
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 3);
-    assert!(row.get::<_, String>(1).contains("permission denied"), "{:?}", row.get::<_, String>(1));
+    assert!(
+        row.get::<_, String>(1).contains("permission denied"),
+        "{:?}",
+        row.get::<_, String>(1)
+    );
     let failed: i64 = client
         .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE status = 'FAILED' AND error_message LIKE '%permission denied%'", &[])
         .unwrap()
@@ -209,20 +234,35 @@ fn repeated_failures_stop_the_stream_table_with_an_alert() {
         .next()
         .expect("reading notifications")
         .expect("an alert");
-    assert!(alert.payload().contains("\"event\":\"stream_table_error\""), "{}", alert.payload());
+    assert!(
+        alert.payload().contains("\"event\":\"stream_table_error\""),
+        "{}",
+        alert.payload()
+    );
     // ERROR refuses manual refreshes with a way out, and ACTIVE resumes.
-    let err = client.batch_execute("SELECT pgtrickle.refresh_stream_table('c')").unwrap_err();
-    assert!(err.as_db_error().unwrap().hint().unwrap_or("").contains("status => 'ACTIVE'"));
+    let err = client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('c')")
+        .unwrap_err();
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .hint()
+        .unwrap_or("")
+        .contains("status => 'ACTIVE'"));
     client
         .batch_execute("GRANT SELECT ON t TO carol; SELECT pgtrickle.alter_stream_table('c', status => 'ACTIVE')")
         .unwrap();
-    wait_until("recovery", Duration::from_secs(30), || difference(&mut client, "id, v", "c", "SELECT id, v FROM t") == 0);
+    wait_until("recovery", Duration::from_secs(30), || {
+        difference(&mut client, "id, v", "c", "SELECT id, v FROM t") == 0
+    });
 }
 
 #[test]
 fn disabling_the_scheduler_stops_refreshes() {
     let (_cluster, mut client) = fast_cluster();
-    client.batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off").unwrap();
+    client
+        .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off")
+        .unwrap();
     client
         .batch_execute(
             "SELECT pg_reload_conf();
@@ -233,11 +273,20 @@ fn disabling_the_scheduler_stops_refreshes() {
     std::thread::sleep(Duration::from_millis(500));
     client.batch_execute("INSERT INTO t VALUES (1)").unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let n: i64 = client.query_one("SELECT count(*) FROM s", &[]).unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM s", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0, "no refresh while pg_trickle.enabled is off");
-    client.batch_execute("ALTER SYSTEM SET pg_trickle.enabled = on").unwrap();
+    client
+        .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = on")
+        .unwrap();
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
     wait_until("refresh after enabling", Duration::from_secs(30), || {
-        client.query_one("SELECT count(*) FROM s", &[]).unwrap().get::<_, i64>(0) == 1
+        client
+            .query_one("SELECT count(*) FROM s", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
     });
 }

@@ -29,9 +29,17 @@ fn leftovers(client: &mut Client) -> i64 {
     )
 }
 
-fn create_err(client: &mut Client, query: &str, schedule: Option<&str>, mode: &str) -> (String, String, Option<String>) {
+fn create_err(
+    client: &mut Client,
+    query: &str,
+    schedule: Option<&str>,
+    mode: &str,
+) -> (String, String, Option<String>) {
     let err = client
-        .query_one("SELECT pgtrickle.create_stream_table('st', $1, $2, $3)", &[&query, &schedule, &mode])
+        .query_one(
+            "SELECT pgtrickle.create_stream_table('st', $1, $2, $3)",
+            &[&query, &schedule, &mode],
+        )
         .expect_err(query);
     let (code, message, _detail, hint) = db_error(&err);
     (code, message, hint)
@@ -43,33 +51,150 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
     setup(&mut client);
     let src = "SELECT id, val FROM src";
     let cases: Vec<(&str, Option<&str>, &str, &str, &str)> = vec![
-        ("SELEC id FROM src", None, "DIFFERENTIAL", "42601", "syntax error"),
-        ("SELECT nope FROM src", None, "DIFFERENTIAL", "42703", "column \"nope\" does not exist"),
-        ("INSERT INTO src VALUES (1)", None, "DIFFERENTIAL", "22023", "must be a SELECT"),
-        ("SELECT 1 AS a; SELECT 2 AS b", None, "DIFFERENTIAL", "22023", "exactly one SELECT"),
-        ("SELECT id, random() AS r FROM src", None, "FULL", "22023", "volatile function(s): random()"),
-        ("SELECT val + 1 FROM src", None, "DIFFERENTIAL", "22023", "has no name"),
-        ("SELECT id AS __pgt_x FROM src", None, "DIFFERENTIAL", "22023", "reserved"),
-        (src, Some("5 minutes"), "DIFFERENTIAL", "22023", "unknown unit \"minutes\""),
-        (src, Some("10s"), "DIFFERENTIAL", "22023", "more often than pg_trickle.min_schedule_seconds"),
-        (src, Some("61 * * * *"), "DIFFERENTIAL", "22023", "invalid cron expression"),
+        (
+            "SELEC id FROM src",
+            None,
+            "DIFFERENTIAL",
+            "42601",
+            "syntax error",
+        ),
+        (
+            "SELECT nope FROM src",
+            None,
+            "DIFFERENTIAL",
+            "42703",
+            "column \"nope\" does not exist",
+        ),
+        (
+            "INSERT INTO src VALUES (1)",
+            None,
+            "DIFFERENTIAL",
+            "22023",
+            "must be a SELECT",
+        ),
+        (
+            "SELECT 1 AS a; SELECT 2 AS b",
+            None,
+            "DIFFERENTIAL",
+            "22023",
+            "exactly one SELECT",
+        ),
+        (
+            "SELECT id, random() AS r FROM src",
+            None,
+            "FULL",
+            "22023",
+            "volatile function(s): random()",
+        ),
+        (
+            "SELECT val + 1 FROM src",
+            None,
+            "DIFFERENTIAL",
+            "22023",
+            "has no name",
+        ),
+        (
+            "SELECT id AS __pgt_x FROM src",
+            None,
+            "DIFFERENTIAL",
+            "22023",
+            "reserved",
+        ),
+        (
+            src,
+            Some("5 minutes"),
+            "DIFFERENTIAL",
+            "22023",
+            "unknown unit \"minutes\"",
+        ),
+        (
+            src,
+            Some("10s"),
+            "DIFFERENTIAL",
+            "22023",
+            "more often than pg_trickle.min_schedule_seconds",
+        ),
+        (
+            src,
+            Some("61 * * * *"),
+            "DIFFERENTIAL",
+            "22023",
+            "invalid cron expression",
+        ),
         (src, None, "SOMETIMES", "22023", "invalid refresh mode"),
-        ("SELECT id, sum(val) OVER () AS s FROM src", None, "DIFFERENTIAL", "0A000", "window functions"),
-        ("SELECT grp, count(*) AS n FROM src GROUP BY grp HAVING count(*) > 1", None, "DIFFERENTIAL", "0A000", "HAVING"),
-        ("SELECT id FROM src ORDER BY id LIMIT 3", None, "DIFFERENTIAL", "0A000", "LIMIT"),
-        ("SELECT DISTINCT ON (grp) grp, id FROM src", None, "DIFFERENTIAL", "0A000", "DISTINCT ON"),
-        ("SELECT grp, count(DISTINCT val) AS n FROM src GROUP BY grp", None, "DIFFERENTIAL", "0A000", "count(DISTINCT"),
-        ("SELECT id FROM src EXCEPT SELECT id FROM src WHERE val > 100", None, "DIFFERENTIAL", "0A000", "EXCEPT"),
-        ("SELECT id FROM src WHERE id IN (SELECT grp FROM src)", None, "DIFFERENTIAL", "0A000", "subqueries in expressions"),
-        ("SELECT grp, sum(val) * 2 AS s FROM src GROUP BY grp", None, "DIFFERENTIAL", "0A000", "expression over aggregates"),
-        ("SELECT grp, string_agg(note, ',') AS s FROM src GROUP BY grp", None, "DIFFERENTIAL", "0A000", "string_agg"),
+        (
+            "SELECT id, sum(val) OVER () AS s FROM src",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "window functions",
+        ),
+        (
+            "SELECT grp, count(*) AS n FROM src GROUP BY grp HAVING count(*) > 1",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "HAVING",
+        ),
+        (
+            "SELECT id FROM src ORDER BY id LIMIT 3",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "LIMIT",
+        ),
+        (
+            "SELECT DISTINCT ON (grp) grp, id FROM src",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "DISTINCT ON",
+        ),
+        (
+            "SELECT grp, count(DISTINCT val) AS n FROM src GROUP BY grp",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "count(DISTINCT",
+        ),
+        (
+            "SELECT id FROM src EXCEPT SELECT id FROM src WHERE val > 100",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "EXCEPT",
+        ),
+        (
+            "SELECT id FROM src WHERE id IN (SELECT grp FROM src)",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "subqueries in expressions",
+        ),
+        (
+            "SELECT grp, sum(val) * 2 AS s FROM src GROUP BY grp",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "expression over aggregates",
+        ),
+        (
+            "SELECT grp, string_agg(note, ',') AS s FROM src GROUP BY grp",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "string_agg",
+        ),
     ];
     for (query, schedule, mode, want_code, want_message) in cases {
         let (code, message, hint) = create_err(&mut client, query, schedule, mode);
         assert_eq!(code, want_code, "{query}: {message}");
         assert!(message.contains(want_message), "{query}: {message}");
         if want_code == "0A000" {
-            assert!(hint.as_deref().unwrap_or("").contains("'AUTO'"), "{query}: hint {hint:?}");
+            assert!(
+                hint.as_deref().unwrap_or("").contains("'AUTO'"),
+                "{query}: hint {hint:?}"
+            );
         }
         assert_eq!(leftovers(&mut client), 0, "{query} left objects behind");
     }
@@ -90,11 +215,17 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
         .unwrap();
     let mut reader = _cluster.connect_as("postgres", "reader");
     let err = reader
-        .query_one("SELECT pgtrickle.create_stream_table('st', 'SELECT id, v FROM secret', NULL)", &[])
+        .query_one(
+            "SELECT pgtrickle.create_stream_table('st', 'SELECT id, v FROM secret', NULL)",
+            &[],
+        )
         .unwrap_err();
     let (code, message, _, _) = db_error(&err);
     assert_eq!(code, "42501");
-    assert!(message.contains("permission denied for table secret"), "{message}");
+    assert!(
+        message.contains("permission denied for table secret"),
+        "{message}"
+    );
     assert_eq!(leftovers(&mut client), 0);
 
     // Unknown stream tables.
@@ -105,7 +236,10 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
     ] {
         let (code, message, _, hint) = db_error(&client.batch_execute(sql).unwrap_err());
         assert_eq!(code, "42704", "{sql}");
-        assert!(message.contains("stream table \"nope\" does not exist"), "{message}");
+        assert!(
+            message.contains("stream table \"nope\" does not exist"),
+            "{message}"
+        );
         assert!(hint.unwrap_or_default().contains("pgt_status"));
     }
 }
@@ -122,25 +256,89 @@ fn capture_objects_are_shared_and_dropped_with_the_last_consumer() {
         .unwrap();
     assert_eq!(count(&mut client, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'src'::regclass AND tgname LIKE 'pg_trickle_cdc_%'"), 4);
     assert_eq!(count(&mut client, "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace AND relkind = 'r'"), 1);
-    assert_eq!(count(&mut client, "SELECT cardinality(tracked_by_pgt_ids)::bigint FROM pgtrickle.pgt_change_tracking"), 2);
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT cardinality(tracked_by_pgt_ids)::bigint FROM pgtrickle.pgt_change_tracking"
+        ),
+        2
+    );
     // Trigger functions are SECURITY DEFINER with a pinned search_path.
     assert_eq!(
         count(&mut client, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace AND prosecdef AND proconfig::text LIKE '%search_path=pg_catalog, pg_temp%'"),
         2
     );
     // FULL mode needs no capture.
-    client.batch_execute("SELECT pgtrickle.create_stream_table('c', 'SELECT id FROM src', NULL, 'FULL')").unwrap();
-    assert_eq!(count(&mut client, "SELECT cardinality(tracked_by_pgt_ids)::bigint FROM pgtrickle.pgt_change_tracking"), 2);
+    client
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('c', 'SELECT id FROM src', NULL, 'FULL')",
+        )
+        .unwrap();
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT cardinality(tracked_by_pgt_ids)::bigint FROM pgtrickle.pgt_change_tracking"
+        ),
+        2
+    );
 
-    client.batch_execute("SELECT pgtrickle.drop_stream_table('a')").unwrap();
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pg_trickle_cdc_%'"), 4);
-    client.batch_execute("SELECT pgtrickle.drop_stream_table('b'); SELECT pgtrickle.drop_stream_table('c')").unwrap();
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pg_trickle_cdc_%'"), 0);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace"), 0);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace"), 0);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pgtrickle.pgt_change_tracking"), 0);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pgtrickle.pgt_refresh_history"), 0);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b', 'c')"), 0);
+    client
+        .batch_execute("SELECT pgtrickle.drop_stream_table('a')")
+        .unwrap();
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pg_trickle_cdc_%'"
+        ),
+        4
+    );
+    client
+        .batch_execute(
+            "SELECT pgtrickle.drop_stream_table('b'); SELECT pgtrickle.drop_stream_table('c')",
+        )
+        .unwrap();
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pg_trickle_cdc_%'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pgtrickle.pgt_change_tracking"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b', 'c')"
+        ),
+        0
+    );
 }
 
 #[test]
@@ -153,8 +351,11 @@ fn stream_tables_on_stream_tables_refuse_to_drop_upstream() {
              SELECT pgtrickle.create_stream_table('down', 'SELECT grp, count(*) AS n FROM up GROUP BY grp', NULL);",
         )
         .unwrap();
-    let (code, message, _, hint) =
-        db_error(&client.batch_execute("SELECT pgtrickle.drop_stream_table('up')").unwrap_err());
+    let (code, message, _, hint) = db_error(
+        &client
+            .batch_execute("SELECT pgtrickle.drop_stream_table('up')")
+            .unwrap_err(),
+    );
     assert_eq!(code, "55000");
     assert!(message.contains("is read by public.down"), "{message}");
     assert!(hint.unwrap_or_default().contains("Drop the dependent"));
@@ -188,12 +389,22 @@ fn auto_records_the_path_it_took() {
             &[],
         )
         .unwrap();
-    let got: Vec<(String, String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let got: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(got[0].0, "w");
     assert_eq!(got[0].1, "FULL");
     assert!(got[0].3.contains("window functions"), "{got:?}");
-    assert_eq!((got[1].1.as_str(), got[1].2.as_str()), ("DIFFERENTIAL", "DIFFERENTIAL"));
-    assert_eq!((got[2].1.as_str(), got[2].2.as_str()), ("FULL", "DIFFERENTIAL"), "{got:?}");
+    assert_eq!(
+        (got[1].1.as_str(), got[1].2.as_str()),
+        ("DIFFERENTIAL", "DIFFERENTIAL")
+    );
+    assert_eq!(
+        (got[2].1.as_str(), got[2].2.as_str()),
+        ("FULL", "DIFFERENTIAL"),
+        "{got:?}"
+    );
     assert!(got[2].3.contains("change ratio"), "{got:?}");
     let exact = count(
         &mut client,
@@ -220,30 +431,81 @@ fn explain_and_monitoring_describe_the_stream_table() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let get = |k: &str| explain.iter().filter(|(p, _)| p.starts_with(k)).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-    assert!(get("maintenance")[0].contains("grouped by (grp)"), "{explain:?}");
+    let get = |k: &str| {
+        explain
+            .iter()
+            .filter(|(p, _)| p.starts_with(k))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        get("maintenance")[0].contains("grouped by (grp)"),
+        "{explain:?}"
+    );
     assert!(get("mode_chosen")[0].starts_with("DIFFERENTIAL"));
-    assert!(get("delta_sql").iter().any(|s| s.contains("pgtrickle_changes")), "{explain:?}");
+    assert!(
+        get("delta_sql")
+            .iter()
+            .any(|s| s.contains("pgtrickle_changes")),
+        "{explain:?}"
+    );
     assert!(get("source_cdc")[0].contains("4 capture triggers"));
 
-    let status = client.query_one("SELECT name, status, refresh_mode, schedule, is_populated FROM pgtrickle.pgt_status()", &[]).unwrap();
+    let status = client
+        .query_one(
+            "SELECT name, status, refresh_mode, schedule, is_populated FROM pgtrickle.pgt_status()",
+            &[],
+        )
+        .unwrap();
     assert_eq!(status.get::<_, String>(0), "g");
     assert_eq!(status.get::<_, String>(1), "ACTIVE");
     assert!(status.get::<_, bool>(4));
-    let history = count(&mut client, "SELECT count(*) FROM pgtrickle.get_refresh_history('g')");
+    let history = count(
+        &mut client,
+        "SELECT count(*) FROM pgtrickle.get_refresh_history('g')",
+    );
     assert_eq!(history, 2);
-    let staleness: f64 = client.query_one("SELECT pgtrickle.get_staleness('g')", &[]).unwrap().get(0);
+    let staleness: f64 = client
+        .query_one("SELECT pgtrickle.get_staleness('g')", &[])
+        .unwrap()
+        .get(0);
     assert!((0.0..60.0).contains(&staleness));
     let stats = client.query_one("SELECT refreshes, full_refreshes, differential_refreshes FROM pgtrickle.st_refresh_stats()", &[]).unwrap();
-    assert_eq!((stats.get::<_, i64>(0), stats.get::<_, i64>(1), stats.get::<_, i64>(2)), (2, 1, 1));
+    assert_eq!(
+        (
+            stats.get::<_, i64>(0),
+            stats.get::<_, i64>(1),
+            stats.get::<_, i64>(2)
+        ),
+        (2, 1, 1)
+    );
     let health = client
         .query_one("SELECT triggers_present, triggers_enabled, buffer_present, pending_rows FROM pgtrickle.check_cdc_health()", &[])
         .unwrap();
     assert!(health.get::<_, bool>(0) && health.get::<_, bool>(1) && health.get::<_, bool>(2));
-    assert_eq!(health.get::<_, Option<i64>>(3), Some(0), "consumed changes are cleaned up");
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pgtrickle.slot_health()"), 0);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pgtrickle.stream_tables_info"), 1);
-    assert_eq!(count(&mut client, "SELECT count(*) FROM pgtrickle.pg_stat_stream_tables"), 1);
+    assert_eq!(
+        health.get::<_, Option<i64>>(3),
+        Some(0),
+        "consumed changes are cleaned up"
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM pgtrickle.slot_health()"),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pgtrickle.stream_tables_info"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pgtrickle.pg_stat_stream_tables"
+        ),
+        1
+    );
 }
 
 #[test]
@@ -263,21 +525,51 @@ fn refreshes_read_sources_as_the_owner() {
         )
         .unwrap();
     let mut alice = cluster.connect_as("postgres", "alice");
-    alice.batch_execute("SELECT pgtrickle.create_stream_table('mine', 'SELECT id, body FROM docs', NULL)").unwrap();
-    admin.batch_execute("INSERT INTO docs VALUES (3, 'alice', 'a2'), (4, 'bob', 'b2')").unwrap();
+    alice
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('mine', 'SELECT id, body FROM docs', NULL)",
+        )
+        .unwrap();
+    admin
+        .batch_execute("INSERT INTO docs VALUES (3, 'alice', 'a2'), (4, 'bob', 'b2')")
+        .unwrap();
     // A superuser refreshes; the refresh still reads as alice.
-    admin.batch_execute("SELECT pgtrickle.refresh_stream_table('mine')").unwrap();
-    let ids: Vec<i32> = admin.query("SELECT id FROM mine ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    admin
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('mine')")
+        .unwrap();
+    let ids: Vec<i32> = admin
+        .query("SELECT id FROM mine ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(ids, vec![1, 3]);
     // Bob may neither refresh nor read alice's stream table, nor the buffers.
     let mut bob = cluster.connect_as("postgres", "bob");
-    let (code, _, _, _) = db_error(&bob.batch_execute("SELECT pgtrickle.refresh_stream_table('mine')").unwrap_err());
+    let (code, _, _, _) = db_error(
+        &bob.batch_execute("SELECT pgtrickle.refresh_stream_table('mine')")
+            .unwrap_err(),
+    );
     assert!(code == "42501" || code == "42704", "{code}");
-    let (code, _, _, _) = db_error(&bob.batch_execute("SELECT * FROM pgtrickle_changes.changes_1").unwrap_err());
+    let (code, _, _, _) = db_error(
+        &bob.batch_execute("SELECT * FROM pgtrickle_changes.changes_1")
+            .unwrap_err(),
+    );
     assert!(code == "42501" || code == "42P01", "{code}");
-    assert_eq!(count(&mut bob, "SELECT count(*) FROM pgtrickle.pgt_status()"), 0);
+    assert_eq!(
+        count(&mut bob, "SELECT count(*) FROM pgtrickle.pgt_status()"),
+        0
+    );
     // Alice losing access makes refreshes fail rather than leak.
-    admin.batch_execute("REVOKE SELECT ON docs FROM alice; INSERT INTO docs VALUES (5, 'alice', 'a3')").unwrap();
-    let (code, message, _, _) = db_error(&admin.batch_execute("SELECT pgtrickle.refresh_stream_table('mine')").unwrap_err());
+    admin
+        .batch_execute(
+            "REVOKE SELECT ON docs FROM alice; INSERT INTO docs VALUES (5, 'alice', 'a3')",
+        )
+        .unwrap();
+    let (code, message, _, _) = db_error(
+        &admin
+            .batch_execute("SELECT pgtrickle.refresh_stream_table('mine')")
+            .unwrap_err(),
+    );
     assert_eq!(code, "42501", "{message}");
 }

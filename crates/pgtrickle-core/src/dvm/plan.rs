@@ -15,7 +15,9 @@ pub enum AggKind {
     Count,
     Sum,
     /// Average = running sum (of `state_type`) / non-null count.
-    Avg { state_type: String },
+    Avg {
+        state_type: String,
+    },
     Min,
     Max,
 }
@@ -54,7 +56,10 @@ pub enum Shape {
     /// Groups of one core. The core outputs the group keys (`group_columns`,
     /// visible column indexes, in core order) and then the aggregate
     /// arguments. No group keys: a scalar aggregate, always one row.
-    Groups { group_columns: Vec<usize>, aggs: Vec<Agg> },
+    Groups {
+        group_columns: Vec<usize>,
+        aggs: Vec<Agg>,
+    },
 }
 
 /// Why DIFFERENTIAL cannot maintain a query.
@@ -118,15 +123,26 @@ impl Plan {
             Shape::Rows { branches } if *branches > 1 => {
                 format!("UNION ALL of {branches} select-project-join cores, rows keyed by source row identity")
             }
-            Shape::Rows { .. } => "select-project-join, rows keyed by source row identity".to_string(),
-            Shape::Groups { group_columns, aggs } => {
+            Shape::Rows { .. } => {
+                "select-project-join, rows keyed by source row identity".to_string()
+            }
+            Shape::Groups {
+                group_columns,
+                aggs,
+            } => {
                 let aggs: Vec<&str> = aggs.iter().map(|a| a.kind.name()).collect();
                 if group_columns.is_empty() {
                     format!("scalar aggregate [{}]", aggs.join(", "))
                 } else {
-                    let keys: Vec<&str> =
-                        group_columns.iter().map(|&i| self.columns[i].name.as_str()).collect();
-                    format!("grouped by ({}) with [{}], state kept per group", keys.join(", "), aggs.join(", "))
+                    let keys: Vec<&str> = group_columns
+                        .iter()
+                        .map(|&i| self.columns[i].name.as_str())
+                        .collect();
+                    format!(
+                        "grouped by ({}) with [{}], state kept per group",
+                        keys.join(", "),
+                        aggs.join(", ")
+                    )
                 }
             }
         }

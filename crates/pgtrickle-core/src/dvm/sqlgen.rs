@@ -50,7 +50,9 @@ fn add_nullable(a: &str, b: &str) -> String {
 }
 
 fn weight_expr(core: &Core, alias: &str) -> String {
-    let mut parts: Vec<String> = (0..core.relations).map(|i| format!("{alias}.__pgt_w_{i}")).collect();
+    let mut parts: Vec<String> = (0..core.relations)
+        .map(|i| format!("{alias}.__pgt_w_{i}"))
+        .collect();
     if core.sign != 1 {
         parts.push(format!("({})", core.sign));
     }
@@ -77,7 +79,11 @@ fn row_stream(core: &Core, ncols: usize) -> String {
 }
 
 fn union_all(parts: Vec<String>) -> String {
-    parts.into_iter().map(|p| format!("({p})")).collect::<Vec<_>>().join(" UNION ALL ")
+    parts
+        .into_iter()
+        .map(|p| format!("({p})"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 fn visible_list(plan: &Plan) -> Vec<String> {
@@ -93,8 +99,14 @@ pub fn full_insert(plan: &Plan, table: &str, cores: &[Core]) -> Vec<Statement> {
     match &plan.shape {
         Shape::FullOnly => unreachable!("full-only stream tables use full_only_insert"),
         Shape::Rows { .. } => vec![stmt(rows_full_insert(plan, table, cores), Tally::Inserted)],
-        Shape::Groups { group_columns, aggs } => {
-            vec![stmt(groups_insert(plan, table, &cores[0], group_columns, aggs, None), Tally::Inserted)]
+        Shape::Groups {
+            group_columns,
+            aggs,
+        } => {
+            vec![stmt(
+                groups_insert(plan, table, &cores[0], group_columns, aggs, None),
+                Tally::Inserted,
+            )]
         }
     }
 }
@@ -156,7 +168,8 @@ impl Scratch {
 }
 
 fn has_extremum(aggs: &[Agg]) -> bool {
-    aggs.iter().any(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+    aggs.iter()
+        .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
 }
 
 /// Statements that apply the delta cores to the storage table. `full_core`
@@ -176,10 +189,20 @@ pub fn differential_apply(
             out.push(Scratch::drop(&[&scratch.delta, &scratch.merge]));
             out
         }
-        Shape::Groups { group_columns, aggs } => {
+        Shape::Groups {
+            group_columns,
+            aggs,
+        } => {
             let mut out = groups_apply(plan, table, cores, group_columns, aggs, scratch);
             if has_extremum(aggs) {
-                out.extend(rescan_groups(plan, table, full_core, group_columns, aggs, scratch));
+                out.extend(rescan_groups(
+                    plan,
+                    table,
+                    full_core,
+                    group_columns,
+                    aggs,
+                    scratch,
+                ));
                 out.push(Scratch::drop(&[&scratch.delta, &scratch.rescan]));
             } else {
                 out.push(Scratch::drop(&[&scratch.delta]));
@@ -291,7 +314,9 @@ fn groups_insert(
     only_rows: Option<&str>,
 ) -> String {
     let key_of = |col: usize| group_columns.iter().position(|&g| g == col);
-    let group_exprs: Vec<String> = (0..group_columns.len()).map(|i| format!("f.{}", c(i))).collect();
+    let group_exprs: Vec<String> = (0..group_columns.len())
+        .map(|i| format!("f.{}", c(i)))
+        .collect();
     let arg = |agg: &Agg| format!("f.{}", c(agg.arg.expect("aggregate with an argument")));
     let mut values = Vec::new();
     for (col, _) in plan.columns.iter().enumerate() {
@@ -299,7 +324,10 @@ fn groups_insert(
             values.push(group_exprs[k].clone());
             continue;
         }
-        let agg = aggs.iter().find(|a| a.column == col).expect("visible column is a key or an aggregate");
+        let agg = aggs
+            .iter()
+            .find(|a| a.column == col)
+            .expect("visible column is a key or an aggregate");
         values.push(match &agg.kind {
             AggKind::CountStar => "count(*)".to_string(),
             AggKind::Count => format!("count({})", arg(agg)),
@@ -317,7 +345,9 @@ fn groups_insert(
     for agg in aggs {
         match &agg.kind {
             AggKind::CountStar | AggKind::Count => {}
-            AggKind::Sum | AggKind::Min | AggKind::Max => values.push(format!("count({})", arg(agg))),
+            AggKind::Sum | AggKind::Min | AggKind::Max => {
+                values.push(format!("count({})", arg(agg)))
+            }
             AggKind::Avg { state_type } => {
                 values.push(format!("sum({}::{state_type})", arg(agg)));
                 values.push(format!("count({})", arg(agg)));
@@ -325,7 +355,10 @@ fn groups_insert(
         }
     }
     let filter = match only_rows {
-        Some(rows) => format!(" WHERE {} IN (SELECT {ROW_ID} FROM {rows})", group_hash(&group_exprs)),
+        Some(rows) => format!(
+            " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
+            group_hash(&group_exprs)
+        ),
         None => String::new(),
     };
     let group_by = if group_exprs.is_empty() {
@@ -379,8 +412,13 @@ fn groups_apply(
             })
             .collect(),
     );
-    let group_exprs: Vec<String> = (0..group_columns.len()).map(|i| format!("u.{}", c(i))).collect();
-    let key_names: Vec<String> = group_columns.iter().map(|&g| ident(&plan.columns[g].name)).collect();
+    let group_exprs: Vec<String> = (0..group_columns.len())
+        .map(|i| format!("u.{}", c(i)))
+        .collect();
+    let key_names: Vec<String> = group_columns
+        .iter()
+        .map(|&g| ident(&plan.columns[g].name))
+        .collect();
 
     // Per-group deltas of every piece of state. Sums and counts are linear
     // in the weights; MIN/MAX candidates need the weights netted per value
@@ -394,18 +432,32 @@ fn groups_apply(
     let mut extremum_cols = Vec::new();
     let mut extremum_joins = Vec::new();
     for agg in aggs {
-        let Some(a) = agg.arg.map(|i| format!("u.{}", c(i))) else { continue };
-        select.push(format!("sum(CASE WHEN {a} IS NOT NULL THEN u.__pgt_w ELSE 0 END) AS {}", dnn(agg)));
+        let Some(a) = agg.arg.map(|i| format!("u.{}", c(i))) else {
+            continue;
+        };
+        select.push(format!(
+            "sum(CASE WHEN {a} IS NOT NULL THEN u.__pgt_w ELSE 0 END) AS {}",
+            dnn(agg)
+        ));
         match &agg.kind {
             AggKind::CountStar | AggKind::Count => {}
             AggKind::Sum => select.push(format!("sum({a} * u.__pgt_w) AS {}", dsum(agg))),
-            AggKind::Avg { state_type } => {
-                select.push(format!("sum({a}::{state_type} * u.__pgt_w) AS {}", dsum(agg)))
-            }
+            AggKind::Avg { state_type } => select.push(format!(
+                "sum({a}::{state_type} * u.__pgt_w) AS {}",
+                dsum(agg)
+            )),
             AggKind::Min | AggKind::Max => {
-                let f = if agg.kind == AggKind::Min { "min" } else { "max" };
+                let f = if agg.kind == AggKind::Min {
+                    "min"
+                } else {
+                    "max"
+                };
                 let cte = format!("e{}", agg.column);
-                let by: Vec<String> = group_exprs.iter().cloned().chain(std::iter::once(a.clone())).collect();
+                let by: Vec<String> = group_exprs
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(a.clone()))
+                    .collect();
                 extremum_ctes.push(format!(
                     "{cte} AS (SELECT x.rid, {f}(x.v) FILTER (WHERE x.nw > 0) AS ins, {f}(x.v) FILTER (WHERE x.nw < 0) AS del \
                      FROM (SELECT {} AS rid, {a} AS v, sum(u.__pgt_w) AS nw FROM u GROUP BY {}) x \
@@ -413,7 +465,11 @@ fn groups_apply(
                     group_hash(&group_exprs),
                     by.join(", ")
                 ));
-                extremum_cols.push(format!("{cte}.ins AS {}, {cte}.del AS {}", dins(agg), ddel(agg)));
+                extremum_cols.push(format!(
+                    "{cte}.ins AS {}, {cte}.del AS {}",
+                    dins(agg),
+                    ddel(agg)
+                ));
                 extremum_joins.push(format!(" LEFT JOIN {cte} ON {cte}.rid = b.{ROW_ID}"));
             }
         }
@@ -423,7 +479,10 @@ fn groups_apply(
     } else {
         format!(" GROUP BY {}", group_exprs.join(", "))
     };
-    let mut ctes = vec![format!("u AS ({weighted})"), format!("b AS (SELECT {} FROM u{grouping})", select.join(", "))];
+    let mut ctes = vec![
+        format!("u AS ({weighted})"),
+        format!("b AS (SELECT {} FROM u{grouping})", select.join(", ")),
+    ];
     ctes.extend(extremum_ctes);
     let mut out = vec![stmt(
         format!(
@@ -438,15 +497,20 @@ fn groups_apply(
     )];
 
     // Groups whose MIN/MAX lost its current value must be recomputed.
-    let extremum_aggs: Vec<&Agg> =
-        aggs.iter().filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max)).collect();
+    let extremum_aggs: Vec<&Agg> = aggs
+        .iter()
+        .filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+        .collect();
     if has_extremum(aggs) {
         let conds: Vec<String> = extremum_aggs
             .iter()
             .map(|agg| {
                 let col = ident(&plan.columns[agg.column].name);
                 let op = if agg.kind == AggKind::Min { "<=" } else { ">=" };
-                format!("(d.{del} IS NOT NULL AND d.{del} {op} t.{col})", del = ddel(agg))
+                format!(
+                    "(d.{del} IS NOT NULL AND d.{del} {op} t.{col})",
+                    del = ddel(agg)
+                )
             })
             .collect();
         out.push(stmt(
@@ -479,13 +543,27 @@ fn groups_apply(
                 sets.push(format!("{} = {}", nonnull_state(agg), nn_new(agg)));
             }
             AggKind::Avg { .. } => {
-                let sum = add_nullable(&format!("t.{}", sum_state(agg)), &format!("d.{}", dsum(agg)));
-                sets.push(format!("{} = CASE WHEN {} > 0 THEN {sum} END", sum_state(agg), nn_new(agg)));
-                sets.push(format!("{col} = CASE WHEN {nn} > 0 THEN ({sum}) / {nn} END", nn = nn_new(agg)));
+                let sum = add_nullable(
+                    &format!("t.{}", sum_state(agg)),
+                    &format!("d.{}", dsum(agg)),
+                );
+                sets.push(format!(
+                    "{} = CASE WHEN {} > 0 THEN {sum} END",
+                    sum_state(agg),
+                    nn_new(agg)
+                ));
+                sets.push(format!(
+                    "{col} = CASE WHEN {nn} > 0 THEN ({sum}) / {nn} END",
+                    nn = nn_new(agg)
+                ));
                 sets.push(format!("{} = {}", nonnull_state(agg), nn_new(agg)));
             }
             AggKind::Min | AggKind::Max => {
-                let f = if agg.kind == AggKind::Min { "least" } else { "greatest" };
+                let f = if agg.kind == AggKind::Min {
+                    "least"
+                } else {
+                    "greatest"
+                };
                 sets.push(format!(
                     "{col} = CASE WHEN {nn} = 0 THEN NULL WHEN d.{ins} IS NULL THEN t.{col} \
                      WHEN t.{col} IS NULL THEN d.{ins} ELSE {f}(t.{col}, d.{ins}) END",
@@ -521,13 +599,20 @@ fn groups_apply(
             values.push(format!("d.{}", key_names[k]));
             continue;
         }
-        let agg = aggs.iter().find(|a| a.column == col).expect("key or aggregate");
+        let agg = aggs
+            .iter()
+            .find(|a| a.column == col)
+            .expect("key or aggregate");
         values.push(match &agg.kind {
             AggKind::CountStar => "d.__pgt_dc".to_string(),
             AggKind::Count => format!("d.{}", dnn(agg)),
             AggKind::Sum => format!("CASE WHEN d.{} > 0 THEN d.{} END", dnn(agg), dsum(agg)),
             AggKind::Avg { .. } => {
-                format!("CASE WHEN d.{nn} > 0 THEN d.{s} / d.{nn} END", nn = dnn(agg), s = dsum(agg))
+                format!(
+                    "CASE WHEN d.{nn} > 0 THEN d.{s} / d.{nn} END",
+                    nn = dnn(agg),
+                    s = dsum(agg)
+                )
             }
             AggKind::Min | AggKind::Max => format!("d.{}", dins(agg)),
         });
@@ -539,7 +624,11 @@ fn groups_apply(
             AggKind::CountStar | AggKind::Count => {}
             AggKind::Sum | AggKind::Min | AggKind::Max => values.push(format!("d.{}", dnn(agg))),
             AggKind::Avg { .. } => {
-                values.push(format!("CASE WHEN d.{} > 0 THEN d.{} END", dnn(agg), dsum(agg)));
+                values.push(format!(
+                    "CASE WHEN d.{} > 0 THEN d.{} END",
+                    dnn(agg),
+                    dsum(agg)
+                ));
                 values.push(format!("d.{}", dnn(agg)));
             }
         }
@@ -569,10 +658,16 @@ fn rescan_groups(
 ) -> Vec<Statement> {
     vec![
         stmt(
-            format!("DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})", s.rescan),
+            format!(
+                "DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})",
+                s.rescan
+            ),
             Tally::Deleted,
         ),
-        stmt(groups_insert(plan, table, full_core, group_columns, aggs, Some(&s.rescan)), Tally::Inserted),
+        stmt(
+            groups_insert(plan, table, full_core, group_columns, aggs, Some(&s.rescan)),
+            Tally::Inserted,
+        ),
     ]
 }
 
@@ -582,29 +677,55 @@ mod tests {
     use crate::dvm::plan::Column;
 
     fn col(name: &str, ty: &str) -> Column {
-        Column { name: name.into(), type_sql: ty.into() }
+        Column {
+            name: name.into(),
+            type_sql: ty.into(),
+        }
     }
 
     fn core(sql: &str, relations: usize, sign: i64) -> Core {
-        Core { sql: sql.into(), relations, branch: 0, sign }
+        Core {
+            sql: sql.into(),
+            relations,
+            branch: 0,
+            sign,
+        }
     }
 
     #[test]
     fn weights_multiply_and_carry_the_sign() {
-        assert_eq!(weight_expr(&core("x", 2, -1), "f"), "f.__pgt_w_0 * f.__pgt_w_1 * (-1)");
+        assert_eq!(
+            weight_expr(&core("x", 2, -1), "f"),
+            "f.__pgt_w_0 * f.__pgt_w_1 * (-1)"
+        );
         assert_eq!(weight_expr(&core("x", 1, 1), "f"), "f.__pgt_w_0");
     }
 
     #[test]
     fn rows_delta_nets_per_identity_and_keeps_copies() {
-        let plan = Plan { columns: vec![col("id", "integer")], shape: Shape::Rows { branches: 1 } };
-        let stmts = differential_apply(&plan, "\"s\".\"t\"", &[core("SELECT 1", 1, 1)], &core("F", 1, 1), &Scratch::for_stream_table(7));
+        let plan = Plan {
+            columns: vec![col("id", "integer")],
+            shape: Shape::Rows { branches: 1 },
+        };
+        let stmts = differential_apply(
+            &plan,
+            "\"s\".\"t\"",
+            &[core("SELECT 1", 1, 1)],
+            &core("F", 1, 1),
+            &Scratch::for_stream_table(7),
+        );
         let sql: Vec<&str> = stmts.iter().map(|s| s.sql.as_str()).collect();
         assert!(sql[0].contains("sum(u.__pgt_w) OVER (PARTITION BY u.__pgt_ident)"));
         assert!(sql[0].contains("pg_temp.pgt_delta_7"));
-        assert_eq!(sql.last().unwrap(), &"DROP TABLE pg_temp.pgt_delta_7, pg_temp.pgt_merge_7");
+        assert_eq!(
+            sql.last().unwrap(),
+            &"DROP TABLE pg_temp.pgt_delta_7, pg_temp.pgt_merge_7"
+        );
         assert!(sql.iter().any(|s| s.starts_with("DELETE FROM \"s\".\"t\"")));
-        assert_eq!(stmts.iter().filter(|s| s.tally == Tally::Inserted).count(), 1);
+        assert_eq!(
+            stmts.iter().filter(|s| s.tally == Tally::Inserted).count(),
+            1
+        );
     }
 
     #[test]
@@ -614,17 +735,37 @@ mod tests {
             shape: Shape::Groups {
                 group_columns: vec![0],
                 aggs: vec![
-                    Agg { kind: AggKind::Sum, column: 1, arg: Some(1) },
-                    Agg { kind: AggKind::Min, column: 2, arg: Some(2) },
+                    Agg {
+                        kind: AggKind::Sum,
+                        column: 1,
+                        arg: Some(1),
+                    },
+                    Agg {
+                        kind: AggKind::Min,
+                        column: 2,
+                        arg: Some(2),
+                    },
                 ],
             },
         };
-        let stmts = differential_apply(&plan, "t", &[core("SELECT", 1, 1)], &core("FULL", 1, 1), &Scratch::for_stream_table(1));
+        let stmts = differential_apply(
+            &plan,
+            "t",
+            &[core("SELECT", 1, 1)],
+            &core("FULL", 1, 1),
+            &Scratch::for_stream_table(1),
+        );
         let update = stmts.iter().find(|s| s.sql.starts_with("UPDATE")).unwrap();
-        assert!(update.sql.contains("\"s\" = CASE WHEN (t.__pgt_nn_1 + d.__pgt_dnn_1) > 0"));
-        assert!(stmts.iter().any(|s| s.sql.contains("CREATE TEMP TABLE pg_temp.pgt_rescan_1")));
+        assert!(update
+            .sql
+            .contains("\"s\" = CASE WHEN (t.__pgt_nn_1 + d.__pgt_dnn_1) > 0"));
+        assert!(stmts
+            .iter()
+            .any(|s| s.sql.contains("CREATE TEMP TABLE pg_temp.pgt_rescan_1")));
         // MIN candidates come from weights netted per value.
-        assert!(stmts[0].sql.contains("sum(u.__pgt_w) AS nw FROM u GROUP BY"));
+        assert!(stmts[0]
+            .sql
+            .contains("sum(u.__pgt_w) AS nw FROM u GROUP BY"));
         assert!(stmts.iter().any(|s| s.sql.contains("FROM (FULL) f WHERE")));
     }
 
@@ -632,9 +773,22 @@ mod tests {
     fn scalar_aggregates_never_delete_their_row() {
         let plan = Plan {
             columns: vec![col("n", "bigint")],
-            shape: Shape::Groups { group_columns: vec![], aggs: vec![Agg { kind: AggKind::CountStar, column: 0, arg: None }] },
+            shape: Shape::Groups {
+                group_columns: vec![],
+                aggs: vec![Agg {
+                    kind: AggKind::CountStar,
+                    column: 0,
+                    arg: None,
+                }],
+            },
         };
-        let stmts = differential_apply(&plan, "t", &[core("SELECT", 1, 1)], &core("F", 1, 1), &Scratch::for_stream_table(1));
+        let stmts = differential_apply(
+            &plan,
+            "t",
+            &[core("SELECT", 1, 1)],
+            &core("F", 1, 1),
+            &Scratch::for_stream_table(1),
+        );
         assert!(!stmts.iter().any(|s| s.sql.starts_with("DELETE")));
         assert!(stmts[0].sql.contains("HAVING count(*) > 0"));
     }
