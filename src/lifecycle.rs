@@ -211,13 +211,7 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     let query = quoted_user_query(req.query);
     let analysis = analyze(&query)?;
     if mode == "DIFFERENTIAL" {
-        if let Err(unsupported) = &analysis.differential {
-            return Err(PgtError::new(
-                ErrorKind::FeatureNotSupported,
-                format!("DIFFERENTIAL refresh does not support {}", unsupported.construct),
-            )
-            .with_hint("Create it with refresh_mode => 'AUTO' (differential where possible, FULL otherwise) or 'FULL'."));
-        }
+        analysis.require_differential()?;
     }
     // Reading the sources as the caller: fails with PostgreSQL's own
     // "permission denied" (row-level security applies too).
@@ -248,19 +242,7 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     let owner = spi::current_user();
     let expanded = expanded_query(&analysis);
     let functions: Vec<String> = functions.iter().map(|(f, _)| f.clone()).collect();
-    let base_tables: Vec<u32> = match &analysis.differential {
-        Ok((_, blocks)) => {
-            let mut oids: Vec<u32> = blocks
-                .iter()
-                .flat_map(|b| b.relations())
-                .map(|r| r.relid.to_u32())
-                .collect();
-            oids.sort();
-            oids.dedup();
-            oids
-        }
-        Err(_) => Vec::new(),
-    };
+    let base_tables: Vec<u32> = analysis.base_tables().iter().map(|o| o.to_u32()).collect();
     let pgt_id = spi::as_role(spi::superuser(), || -> i64 {
         let id = spi::query_value(&format!(
             "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_name, pgt_schema, defining_query, original_query, \
@@ -408,32 +390,14 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
         let mode = parse_mode(mode)?;
         let analysis = analyze(&st.defining_query)?;
         if mode == "DIFFERENTIAL" {
-            if let Err(unsupported) = &analysis.differential {
-                return Err(PgtError::new(
-                    ErrorKind::FeatureNotSupported,
-                    format!(
-                        "DIFFERENTIAL refresh does not support {}",
-                        unsupported.construct
-                    ),
-                )
-                .with_hint("Use refresh_mode => 'AUTO' or 'FULL'."));
-            }
+            analysis.require_differential()?;
         }
         let was_tracking = st.refresh_mode != "FULL";
         let tracks = mode != "FULL";
         if tracks && !was_tracking {
-            if let Ok((_, blocks)) = &analysis.differential {
-                let owner = st.owner();
-                let mut oids: Vec<u32> = blocks
-                    .iter()
-                    .flat_map(|b| b.relations())
-                    .map(|r| r.relid.to_u32())
-                    .collect();
-                oids.sort();
-                oids.dedup();
-                for oid in oids {
-                    cdc::track(Oid::from(oid), st.pgt_id, owner);
-                }
+            let owner = st.owner();
+            for source in analysis.base_tables() {
+                cdc::track(source, st.pgt_id, owner);
             }
             // Changes before tracking started are unknown: start over.
             sets.push("needs_reinit = true".to_string());

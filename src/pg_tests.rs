@@ -66,4 +66,26 @@ mod tests {
         let v = Spi::get_one::<String>("SELECT version FROM pgtrickle.pgt_schema_version").unwrap();
         assert_eq!(v.as_deref(), Some("0.1.0"));
     }
+
+    #[pg_test]
+    fn differential_refresh_in_one_transaction_matches_the_query() {
+        Spi::run(
+            "CREATE TABLE t (id int PRIMARY KEY, g int, v int);
+             INSERT INTO t SELECT i, i % 3, i FROM generate_series(1, 30) i;
+             SELECT pgtrickle.create_stream_table('s', 'SELECT g, count(*) AS n, sum(v) AS total FROM t GROUP BY g', NULL);
+             UPDATE t SET g = 0 WHERE id < 10;
+             DELETE FROM t WHERE id > 25;
+             SELECT pgtrickle.refresh_stream_table('s');",
+        )
+        .unwrap();
+        let diff = Spi::get_one::<i64>(
+            "SELECT count(*) FROM ((SELECT g, n, total FROM s EXCEPT ALL SELECT g, count(*), sum(v) FROM t GROUP BY g)
+              UNION ALL (SELECT g, count(*), sum(v) FROM t GROUP BY g EXCEPT ALL SELECT g, n, total FROM s)) d",
+        );
+        assert_eq!(diff, Ok(Some(0)));
+        let action = Spi::get_one::<String>(
+            "SELECT action FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1",
+        );
+        assert_eq!(action, Ok(Some("DIFFERENTIAL".to_string())));
+    }
 }

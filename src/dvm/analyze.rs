@@ -57,6 +57,38 @@ pub struct Analysis {
     pub differential: Result<(Shape, Vec<Block>), Unsupported>,
 }
 
+impl Analysis {
+    /// The tables a differential refresh reads changes of, sorted, each
+    /// once; none when DIFFERENTIAL cannot maintain the query.
+    pub fn base_tables(&self) -> Vec<Oid> {
+        let mut oids: Vec<Oid> = match &self.differential {
+            Ok((_, blocks)) => blocks
+                .iter()
+                .flat_map(|b| b.relations())
+                .map(|r| r.relid)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        oids.sort_by_key(|o| o.to_u32());
+        oids.dedup();
+        oids
+    }
+
+    /// An error naming what DIFFERENTIAL cannot maintain, if anything.
+    pub fn require_differential(&self) -> PgtResult<()> {
+        match &self.differential {
+            Ok(_) => Ok(()),
+            Err(unsupported) => Err(PgtError::new(
+                crate::error::ErrorKind::FeatureNotSupported,
+                format!("DIFFERENTIAL refresh does not support {}", unsupported.construct),
+            )
+            .with_hint(
+                "Use refresh_mode => 'AUTO' (differential where possible, FULL otherwise) or 'FULL'.",
+            )),
+        }
+    }
+}
+
 fn unsupported<T>(construct: impl Into<String>) -> Result<T, Unsupported> {
     Err(Unsupported {
         construct: construct.into(),

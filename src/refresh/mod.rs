@@ -214,9 +214,12 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
     if changes == 0 {
         return Decision::NoData;
     }
-    if st.refresh_mode == "AUTO" {
-        let rows: f64 = windows.iter().map(|w| w.estimated_rows.max(1.0)).sum();
-        let ratio = changes as f64 / rows.max(1.0);
+    // The ratio counts only sources whose size the planner knows.
+    let sized: Vec<&SourceWindow> = windows.iter().filter(|w| w.estimated_rows >= 0.0).collect();
+    if st.refresh_mode == "AUTO" && !sized.is_empty() {
+        let rows: f64 = sized.iter().map(|w| w.estimated_rows).sum();
+        let sized_changes: i64 = sized.iter().map(|w| w.changes).sum();
+        let ratio = sized_changes as f64 / rows.max(1.0);
         let max = config::DIFFERENTIAL_MAX_CHANGE_RATIO.get();
         if ratio > max {
             return Decision::Full(format!(

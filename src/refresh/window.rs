@@ -13,7 +13,8 @@ pub struct SourceWindow {
     pub changes: i64,
     /// A TRUNCATE happened in the window.
     pub truncated: bool,
-    /// The planner's estimate of the source's size, for AUTO's ratio.
+    /// The planner's estimate of the source's size, for AUTO's ratio;
+    /// negative when the table was never analysed or vacuumed.
     pub estimated_rows: f64,
     /// Row-level security applies to the source: change buffers bypass it,
     /// so such sources are refreshed in full.
@@ -24,7 +25,7 @@ impl SourceWindow {
     pub fn measure(source: Oid, frontier: &Frontier, snapshot: &PinnedSnapshot) -> SourceWindow {
         let oid = source.to_u32();
         let meta = spi::query(&format!(
-            "SELECT c.oid::regclass::text, greatest(c.reltuples, 0)::text, c.relrowsecurity::text \
+            "SELECT c.oid::regclass::text, c.reltuples::text, c.relrowsecurity::text \
              FROM pg_catalog.pg_class c WHERE c.oid = {oid}"
         ));
         let (name, estimated_rows, row_security) = meta

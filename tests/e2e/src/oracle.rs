@@ -764,12 +764,84 @@ impl RandomDml {
     /// One random DML statement on table `t`.
     pub fn statement_on(&mut self, client: &mut Client, t: &TableSpec) -> String {
         let r = self.rng.below(100);
-        if r < 42 {
+        if r < 4 {
+            self.bulk_sql(client, t)
+        } else if r < 42 {
             self.insert_sql(client, t)
         } else if r < 77 {
             self.update_sql(t)
         } else {
             self.delete_sql(t)
+        }
+    }
+
+    /// A set-based statement over `generate_series`: many rows at once (an
+    /// upsert over a slice of the key domain, or 10–30 new rows).
+    fn bulk_sql(&mut self, client: &mut Client, t: &TableSpec) -> String {
+        let exprs: Vec<String> = t.cols.iter().map(|c| self.series_expr(c)).collect();
+        match t.pk_col().cloned() {
+            Some(pk) => {
+                let Kind::Pk { max } = pk.kind else {
+                    unreachable!()
+                };
+                let m = self.rng.range(1, 3);
+                let r = self.rng.range(0, m - 1);
+                let non_pk: Vec<Column> = t.non_pk().into_iter().cloned().collect();
+                let tail = if non_pk.is_empty() || self.rng.pct(30) {
+                    format!("ON CONFLICT ({}) DO NOTHING", pk.name)
+                } else {
+                    let c = self.rng.pick(&non_pk).name.clone();
+                    format!("ON CONFLICT ({}) DO UPDATE SET {c} = EXCLUDED.{c}", pk.name)
+                };
+                format!(
+                    "INSERT INTO {} ({}) SELECT {} FROM generate_series(1, {max}) g WHERE g % {m} = {r} {tail}",
+                    t.name,
+                    t.col_list(),
+                    exprs.join(", ")
+                )
+            }
+            None => {
+                if self.row_count(client, &t.name) + 30 > t.max_rows * 2 {
+                    return self.delete_sql(t);
+                }
+                let n = self.rng.range(10, 30);
+                format!(
+                    "INSERT INTO {} ({}) SELECT {} FROM generate_series(1, {n}) g",
+                    t.name,
+                    t.col_list(),
+                    exprs.join(", ")
+                )
+            }
+        }
+    }
+
+    /// An expression of `g` (a generate_series value) in the column's domain.
+    fn series_expr(&mut self, c: &Column) -> String {
+        let k = self.rng.range(1, 7);
+        let off = self.rng.range(0, 10);
+        let value = match &c.kind {
+            Kind::Pk { .. } => return "g".to_string(),
+            Kind::Int { lo, hi } => format!("{lo} + (g * {k} + {off}) % {}", hi - lo + 1),
+            Kind::Num { lo, hi } => format!(
+                "({lo} + (g * {k} + {off}) % {})::numeric + 0.25",
+                hi - lo + 1
+            ),
+            Kind::Text { choices } => {
+                let arr: Vec<String> = choices.iter().map(|s| quote_lit(s)).collect();
+                format!(
+                    "(ARRAY[{}])[1 + (g * {k} + {off}) % {}]",
+                    arr.join(", "),
+                    choices.len()
+                )
+            }
+        };
+        if c.nullable && self.rng.pct(50) {
+            format!(
+                "CASE WHEN g % {} = 0 THEN NULL ELSE {value} END",
+                self.rng.range(3, 7)
+            )
+        } else {
+            value
         }
     }
 

@@ -354,17 +354,25 @@ fn groups_insert(
             }
         }
     }
-    let filter = match only_rows {
-        Some(rows) => format!(
-            " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
-            group_hash(&group_exprs)
+    let (filter, group_by) = match (only_rows, group_exprs.is_empty()) {
+        (None, true) => (String::new(), String::new()),
+        (None, false) => (
+            String::new(),
+            format!(" GROUP BY {}", group_exprs.join(", ")),
         ),
-        None => String::new(),
-    };
-    let group_by = if group_exprs.is_empty() {
-        String::new()
-    } else {
-        format!(" GROUP BY {}", group_exprs.join(", "))
+        // Without GROUP BY an aggregate returns its one row even from no
+        // input: recompute it only when it is listed.
+        (Some(rows), true) => (
+            String::new(),
+            format!(" HAVING EXISTS (SELECT FROM {rows})"),
+        ),
+        (Some(rows), false) => (
+            format!(
+                " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
+                group_hash(&group_exprs)
+            ),
+            format!(" GROUP BY {}", group_exprs.join(", ")),
+        ),
     };
     format!(
         "INSERT INTO {table} ({}) SELECT {} FROM ({}) f{filter}{group_by}",
@@ -767,6 +775,39 @@ mod tests {
             .sql
             .contains("sum(u.__pgt_w) AS nw FROM u GROUP BY"));
         assert!(stmts.iter().any(|s| s.sql.contains("FROM (FULL) f WHERE")));
+    }
+
+    #[test]
+    fn scalar_extremum_is_recomputed_only_when_listed() {
+        let plan = Plan {
+            columns: vec![col("lo", "integer")],
+            shape: Shape::Groups {
+                group_columns: vec![],
+                aggs: vec![Agg {
+                    kind: AggKind::Min,
+                    column: 0,
+                    arg: Some(0),
+                }],
+            },
+        };
+        let stmts = differential_apply(
+            &plan,
+            "t",
+            &[core("SELECT", 1, 1)],
+            &core("F", 1, 1),
+            &Scratch::for_stream_table(3),
+        );
+        let rescan = stmts
+            .iter()
+            .find(|s| s.sql.starts_with("INSERT INTO t") && s.sql.contains("FROM (F) f"))
+            .unwrap();
+        assert!(
+            rescan
+                .sql
+                .ends_with("HAVING EXISTS (SELECT FROM pg_temp.pgt_rescan_3)"),
+            "{}",
+            rescan.sql
+        );
     }
 
     #[test]
