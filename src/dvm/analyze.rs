@@ -232,9 +232,6 @@ unsafe fn common_checks(q: *mut pg_sys::Query) -> Result<(), Unsupported> {
     if q.hasForUpdate {
         return unsupported("FOR UPDATE / FOR SHARE");
     }
-    if !q.havingQual.is_null() {
-        return unsupported("HAVING");
-    }
     Ok(())
 }
 
@@ -254,7 +251,7 @@ unsafe fn plan_query(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsup
             blocks,
         ));
     }
-    if (*q).hasAggs || !(*q).groupClause.is_null() {
+    if (*q).hasAggs || !(*q).groupClause.is_null() || !(*q).havingQual.is_null() {
         return grouped_block(q);
     }
     if !(*q).distinctClause.is_null() {
@@ -312,7 +309,7 @@ unsafe fn spj_block(q: *mut pg_sys::Query) -> Result<Block, Unsupported> {
     if !(*q).setOperations.is_null() {
         return unsupported("set operations nested inside a subquery or branch");
     }
-    if (*q).hasAggs || !(*q).groupClause.is_null() {
+    if (*q).hasAggs || !(*q).groupClause.is_null() || !(*q).havingQual.is_null() {
         return unsupported("aggregates inside a subquery, view or UNION ALL branch");
     }
     if !(*q).distinctClause.is_null() {
@@ -399,6 +396,10 @@ unsafe fn resolve_group_var(q: *mut pg_sys::Query, node: *mut pg_sys::Node) -> *
     node
 }
 
+/// A grouped block: aggregates kept as per-group state when they are all
+/// among count/sum/avg/min/max and there is no HAVING; otherwise the groups
+/// a change touches are recomputed. Either way every GROUP BY expression
+/// must be an output column, to find a group's row.
 unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsupported> {
     if !(*q).distinctClause.is_null() {
         return unsupported("DISTINCT together with GROUP BY or aggregates");
@@ -412,6 +413,7 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
     let mut group_columns = Vec::new();
     let mut group_exprs = Vec::new();
     let mut aggs: Vec<(AggKind, usize, Option<*mut pg_sys::Node>)> = Vec::new();
+    let mut keeps_state = (*q).havingQual.is_null();
     let tlist = PgList::<pg_sys::TargetEntry>::from_pg((*q).targetList);
     let mut col = 0;
     for tle in tlist.iter_ptr() {
@@ -419,22 +421,26 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             continue;
         }
         let expr = (*tle).expr as *mut pg_sys::Node;
-        if is_a(expr, NodeTag::T_Aggref) {
-            let (kind, arg) = aggregate(expr as *mut pg_sys::Aggref)?;
-            aggs.push((kind, col, arg));
-        } else if (*tle).ressortgroupref != 0 && group_refs.contains(&(*tle).ressortgroupref) {
+        if (*tle).ressortgroupref != 0 && group_refs.contains(&(*tle).ressortgroupref) {
             visible_refs.insert((*tle).ressortgroupref);
             group_columns.push(col);
             group_exprs.push(resolve_group_var(q, expr));
+        } else if is_a(expr, NodeTag::T_Aggref) {
+            match aggregate(expr as *mut pg_sys::Aggref) {
+                Ok((kind, arg)) => aggs.push((kind, col, arg)),
+                Err(_) => keeps_state = false,
+            }
         } else {
-            return unsupported(
-                "an expression over aggregates in the select list (select the aggregate itself, e.g. sum(x) rather than sum(x) * 2)",
-            );
+            keeps_state = false;
         }
         col += 1;
     }
     if visible_refs.len() != group_refs.len() {
         return unsupported("GROUP BY expressions that are not in the select list");
+    }
+    if !keeps_state {
+        let block = Block { query: q, targets: group_exprs, instances };
+        return Ok((Shape::RecomputedGroups { group_columns }, vec![block]));
     }
     let mut targets = group_exprs;
     let mut plan_aggs = Vec::new();
@@ -443,24 +449,10 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             targets.push(a);
             targets.len() - 1
         });
-        plan_aggs.push(Agg {
-            kind,
-            column,
-            arg: arg_index,
-        });
+        plan_aggs.push(Agg { kind, column, arg: arg_index });
     }
-    let block = Block {
-        query: q,
-        targets,
-        instances,
-    };
-    Ok((
-        Shape::Groups {
-            group_columns,
-            aggs: plan_aggs,
-        },
-        vec![block],
-    ))
+    let block = Block { query: q, targets, instances };
+    Ok((Shape::Groups { group_columns, aggs: plan_aggs }, vec![block]))
 }
 
 unsafe fn aggregate(

@@ -291,8 +291,8 @@ fn full_statements(
         tally: Tally::Deleted,
     }];
     match (&plan.shape, &analysis.differential) {
-        (Shape::FullOnly, _) | (_, Err(_)) => {
-            stmts.push(sqlgen::full_only_insert(plan, &table, &st.defining_query));
+        (Shape::FullOnly, _) | (Shape::RecomputedGroups { .. }, _) | (_, Err(_)) => {
+            stmts.extend(sqlgen::full_insert(plan, &table, &[], &st.defining_query));
         }
         (_, Ok((_, blocks))) => {
             let mut printer = Printer::default();
@@ -301,7 +301,7 @@ fn full_statements(
                 .enumerate()
                 .map(|(b, block)| full_core(&mut printer, block, b))
                 .collect::<PgtResult<Vec<_>>>()?;
-            stmts.extend(sqlgen::full_insert(plan, &table, &cores));
+            stmts.extend(sqlgen::full_insert(plan, &table, &cores, &st.defining_query));
         }
     }
     Ok(stmts)
@@ -370,7 +370,12 @@ fn differential_statements(
     let scratch = Scratch::for_stream_table(st.pgt_id);
     let full = full_core(&mut printer, &blocks[0], 0)?;
     Ok(sqlgen::differential_apply(
-        plan, &table, &cores, &full, &scratch,
+        plan,
+        &table,
+        &cores,
+        &full,
+        &st.defining_query,
+        &scratch,
     ))
 }
 

@@ -60,6 +60,11 @@ pub enum Shape {
         group_columns: Vec<usize>,
         aggs: Vec<Agg>,
     },
+    /// Groups of one core (which outputs the group keys only) whose
+    /// aggregates cannot be kept as state (HAVING, other aggregates,
+    /// expressions over aggregates): every group a change touches is
+    /// recomputed with the defining query.
+    RecomputedGroups { group_columns: Vec<usize> },
 }
 
 /// Why DIFFERENTIAL cannot maintain a query.
@@ -91,7 +96,7 @@ impl Plan {
     pub fn internal_columns(&self) -> Vec<(String, String)> {
         let mut cols = vec![(ROW_ID.to_string(), "bigint".to_string())];
         match &self.shape {
-            Shape::FullOnly => {}
+            Shape::FullOnly | Shape::RecomputedGroups { .. } => {}
             Shape::Rows { .. } => cols.push((COUNT.to_string(), "bigint".to_string())),
             Shape::Groups { aggs, .. } => {
                 cols.push((COUNT.to_string(), "bigint".to_string()));
@@ -125,6 +130,16 @@ impl Plan {
             }
             Shape::Rows { .. } => {
                 "select-project-join, rows keyed by source row identity".to_string()
+            }
+            Shape::RecomputedGroups { group_columns } => {
+                let keys: Vec<&str> = group_columns
+                    .iter()
+                    .map(|&i| self.columns[i].name.as_str())
+                    .collect();
+                format!(
+                    "grouped by ({}); groups touched by a change are recomputed",
+                    keys.join(", ")
+                )
             }
             Shape::Groups {
                 group_columns,

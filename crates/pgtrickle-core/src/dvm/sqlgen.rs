@@ -94,10 +94,25 @@ fn copy_row_id(ident_expr: &str, k: &str) -> String {
     format!("{HASH}(ARRAY[{ident_expr}::text, {k}::text])")
 }
 
-/// Statements that fill an empty storage table from the full cores.
-pub fn full_insert(plan: &Plan, table: &str, cores: &[Core]) -> Vec<Statement> {
+/// Statements that fill an empty storage table from the full cores (or
+/// from the defining query, for shapes that keep no state).
+pub fn full_insert(
+    plan: &Plan,
+    table: &str,
+    cores: &[Core],
+    defining_query: &str,
+) -> Vec<Statement> {
     match &plan.shape {
-        Shape::FullOnly => unreachable!("full-only stream tables use full_only_insert"),
+        Shape::FullOnly => vec![full_only_insert(plan, table, defining_query)],
+        Shape::RecomputedGroups { group_columns } => {
+            vec![recomputed_insert(
+                plan,
+                table,
+                defining_query,
+                group_columns,
+                None,
+            )]
+        }
         Shape::Rows { .. } => vec![stmt(rows_full_insert(plan, table, cores), Tally::Inserted)],
         Shape::Groups {
             group_columns,
@@ -113,7 +128,7 @@ pub fn full_insert(plan: &Plan, table: &str, cores: &[Core]) -> Vec<Statement> {
 
 /// Insert of a query recomputed in full, for stream tables without a
 /// differential plan.
-pub fn full_only_insert(plan: &Plan, table: &str, defining_query: &str) -> Statement {
+fn full_only_insert(plan: &Plan, table: &str, defining_query: &str) -> Statement {
     let cols = visible_list(plan);
     let q_cols: Vec<String> = cols.iter().map(|c| format!("q.{c}")).collect();
     stmt(
@@ -180,10 +195,14 @@ pub fn differential_apply(
     table: &str,
     cores: &[Core],
     full_core: &Core,
+    defining_query: &str,
     scratch: &Scratch,
 ) -> Vec<Statement> {
     match &plan.shape {
         Shape::FullOnly => unreachable!("full-only stream tables have no delta"),
+        Shape::RecomputedGroups { group_columns } => {
+            recomputed_apply(plan, table, cores, defining_query, group_columns, scratch)
+        }
         Shape::Rows { .. } => {
             let mut out = rows_apply(plan, table, cores, scratch);
             out.push(Scratch::drop(&[&scratch.delta, &scratch.merge]));
@@ -210,6 +229,91 @@ pub fn differential_apply(
             out
         }
     }
+}
+
+/// Rows of the defining query for the groups (all, or those whose row id
+/// is in `only_rows`), keyed by the hash of their group columns.
+fn recomputed_insert(
+    plan: &Plan,
+    table: &str,
+    defining_query: &str,
+    group_columns: &[usize],
+    only_rows: Option<&str>,
+) -> Statement {
+    let cols = visible_list(plan);
+    let q_cols: Vec<String> = cols.iter().map(|c| format!("q.{c}")).collect();
+    let keys: Vec<String> = group_columns
+        .iter()
+        .map(|&g| format!("q.{}", ident(&plan.columns[g].name)))
+        .collect();
+    let filter = only_rows
+        .map(|rows| {
+            format!(
+                " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
+                group_hash(&keys)
+            )
+        })
+        .unwrap_or_default();
+    stmt(
+        format!(
+            "INSERT INTO {table} ({}, {ROW_ID}) SELECT {}, {} FROM ({defining_query}) q{filter}",
+            cols.join(", "),
+            q_cols.join(", "),
+            group_hash(&keys)
+        ),
+        Tally::Inserted,
+    )
+}
+
+fn recomputed_apply(
+    plan: &Plan,
+    table: &str,
+    cores: &[Core],
+    defining_query: &str,
+    group_columns: &[usize],
+    s: &Scratch,
+) -> Vec<Statement> {
+    let keys: Vec<String> = (0..group_columns.len())
+        .map(|i| format!("u.{}", c(i)))
+        .collect();
+    let touched = union_all(
+        cores
+            .iter()
+            .map(|core| {
+                let cols: Vec<String> = (0..group_columns.len())
+                    .map(|i| format!("f.{}", c(i)))
+                    .collect();
+                format!(
+                    "SELECT {} FROM ({}) f",
+                    if cols.is_empty() {
+                        "1 AS one".to_string()
+                    } else {
+                        cols.join(", ")
+                    },
+                    core.sql
+                )
+            })
+            .collect(),
+    );
+    vec![
+        stmt(
+            format!(
+                "CREATE TEMP TABLE {} AS SELECT DISTINCT {} AS {ROW_ID} FROM ({touched}) u",
+                s.delta,
+                group_hash(&keys)
+            ),
+            Tally::None,
+        ),
+        stmt(
+            format!(
+                "DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})",
+                s.delta
+            ),
+            Tally::Deleted,
+        ),
+        recomputed_insert(plan, table, defining_query, group_columns, Some(&s.delta)),
+        Scratch::drop(&[&s.delta]),
+    ]
 }
 
 fn rows_apply(plan: &Plan, table: &str, cores: &[Core], s: &Scratch) -> Vec<Statement> {
@@ -720,6 +824,7 @@ mod tests {
             "\"s\".\"t\"",
             &[core("SELECT 1", 1, 1)],
             &core("F", 1, 1),
+            "Q",
             &Scratch::for_stream_table(7),
         );
         let sql: Vec<&str> = stmts.iter().map(|s| s.sql.as_str()).collect();
@@ -761,6 +866,7 @@ mod tests {
             "t",
             &[core("SELECT", 1, 1)],
             &core("FULL", 1, 1),
+            "Q",
             &Scratch::for_stream_table(1),
         );
         let update = stmts.iter().find(|s| s.sql.starts_with("UPDATE")).unwrap();
@@ -795,6 +901,7 @@ mod tests {
             "t",
             &[core("SELECT", 1, 1)],
             &core("F", 1, 1),
+            "Q",
             &Scratch::for_stream_table(3),
         );
         let rescan = stmts
@@ -808,6 +915,29 @@ mod tests {
             "{}",
             rescan.sql
         );
+    }
+
+    #[test]
+    fn recomputed_groups_replace_the_groups_a_change_touches() {
+        let plan = Plan {
+            columns: vec![col("g", "integer"), col("n", "bigint")],
+            shape: Shape::RecomputedGroups {
+                group_columns: vec![0],
+            },
+        };
+        let stmts = differential_apply(
+            &plan,
+            "t",
+            &[core("CORE", 1, 1)],
+            &core("F", 1, 1),
+            "Q",
+            &Scratch::for_stream_table(4),
+        );
+        assert!(stmts[0]
+            .sql
+            .contains("SELECT DISTINCT pgtrickle.pg_trickle_hash_multi(ARRAY[u.c0::text])"));
+        assert_eq!(stmts[1].tally, Tally::Deleted);
+        assert!(stmts[2].sql.ends_with("FROM (Q) q WHERE pgtrickle.pg_trickle_hash_multi(ARRAY[q.\"g\"::text]) IN (SELECT __pgt_row_id FROM pg_temp.pgt_delta_4)"), "{}", stmts[2].sql);
     }
 
     #[test]
@@ -828,6 +958,7 @@ mod tests {
             "t",
             &[core("SELECT", 1, 1)],
             &core("F", 1, 1),
+            "Q",
             &Scratch::for_stream_table(1),
         );
         assert!(!stmts.iter().any(|s| s.sql.starts_with("DELETE")));
