@@ -313,6 +313,11 @@ fn create_storage(qualified_name: &str, plan: &Plan) {
     spi::execute(&format!(
         "CREATE UNIQUE INDEX ON {qualified_name} (__pgt_row_id)"
     ));
+    for (method, column) in plan.internal_indexes() {
+        spi::execute(&format!(
+            "CREATE INDEX ON {qualified_name} USING {method} ({column})"
+        ));
+    }
 }
 
 /// Raises unless the current user may act for the owner of `st`.

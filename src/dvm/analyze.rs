@@ -258,7 +258,7 @@ unsafe fn plan_query(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsup
         let block = Block {
             query: q,
             targets: visible_exprs(q),
-            instances: from_items(q)?,
+            instances: from_items(q, false)?,
         };
         let group_columns = (0..block.targets.len()).collect();
         return Ok((
@@ -269,7 +269,59 @@ unsafe fn plan_query(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Unsup
             vec![block],
         ));
     }
-    Ok((Shape::Rows { branches: 1 }, vec![spj_block(q)?]))
+    if !has_left_join(q) {
+        return Ok((Shape::Rows { branches: 1 }, vec![spj_block(q)?]));
+    }
+    // With LEFT JOINs: rows are recomputed per row of the leftmost table,
+    // which no outer join can null-extend.
+    let block = Block {
+        query: q,
+        targets: visible_exprs(q),
+        instances: from_items(q, true)?,
+    };
+    if block
+        .instances
+        .iter()
+        .any(|i| matches!(i, Instance::Nested { .. }))
+    {
+        return unsupported("LEFT JOIN together with views or subqueries in FROM");
+    }
+    let anchor_rt = leftmost_rtindex((*q).jointree as *mut pg_sys::Node);
+    let anchor = block
+        .instances
+        .iter()
+        .position(|i| matches!(i, Instance::Relation(r) if Some(r.rtindex) == anchor_rt));
+    match anchor {
+        Some(anchor) => Ok((Shape::AnchoredRows { anchor }, vec![block])),
+        None => unsupported("a LEFT JOIN whose leftmost item is not a table"),
+    }
+}
+
+unsafe fn has_left_join(q: *mut pg_sys::Query) -> bool {
+    PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable)
+        .iter_ptr()
+        .any(|rte| {
+            (*rte).rtekind == pg_sys::RTEKind::RTE_JOIN
+                && (*rte).jointype == pg_sys::JoinType::JOIN_LEFT
+        })
+}
+
+/// The range-table index of the leftmost table of a join tree.
+unsafe fn leftmost_rtindex(node: *mut pg_sys::Node) -> Option<i32> {
+    if node.is_null() {
+        return None;
+    }
+    if is_a(node, NodeTag::T_RangeTblRef) {
+        return Some((*(node as *mut pg_sys::RangeTblRef)).rtindex);
+    }
+    if is_a(node, NodeTag::T_JoinExpr) {
+        return leftmost_rtindex((*(node as *mut pg_sys::JoinExpr)).larg);
+    }
+    if is_a(node, NodeTag::T_FromExpr) {
+        let from = PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FromExpr)).fromlist);
+        return from.get_ptr(0).and_then(|n| leftmost_rtindex(n));
+    }
+    None
 }
 
 unsafe fn collect_union_all(
@@ -318,11 +370,15 @@ unsafe fn spj_block(q: *mut pg_sys::Query) -> Result<Block, Unsupported> {
     Ok(Block {
         query: q,
         targets: visible_exprs(q),
-        instances: from_items(q)?,
+        instances: from_items(q, false)?,
     })
 }
 
-unsafe fn from_items(q: *mut pg_sys::Query) -> Result<Vec<Instance>, Unsupported> {
+/// The FROM items of a block; LEFT JOINs only where `allow_left`.
+unsafe fn from_items(
+    q: *mut pg_sys::Query,
+    allow_left: bool,
+) -> Result<Vec<Instance>, Unsupported> {
     let mut instances = Vec::new();
     let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable);
     for (i, rte) in rtable.iter_ptr().enumerate() {
@@ -358,10 +414,13 @@ unsafe fn from_items(q: *mut pg_sys::Query) -> Result<Vec<Instance>, Unsupported
                 });
             }
             pg_sys::RTEKind::RTE_JOIN => {
-                if (*rte).jointype != pg_sys::JoinType::JOIN_INNER {
+                let left_ok = allow_left && (*rte).jointype == pg_sys::JoinType::JOIN_LEFT;
+                if (*rte).jointype != pg_sys::JoinType::JOIN_INNER && !left_ok {
                     return unsupported(match (*rte).jointype {
-                        pg_sys::JoinType::JOIN_LEFT => "LEFT JOIN",
-                        pg_sys::JoinType::JOIN_RIGHT => "RIGHT JOIN",
+                        pg_sys::JoinType::JOIN_LEFT => {
+                            "LEFT JOIN under aggregates, DISTINCT or UNION ALL, or inside a view or subquery"
+                        }
+                        pg_sys::JoinType::JOIN_RIGHT => "RIGHT JOIN (write it as a LEFT JOIN)",
                         pg_sys::JoinType::JOIN_FULL => "FULL JOIN",
                         _ => "this kind of join",
                     });
@@ -404,7 +463,7 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
     if !(*q).distinctClause.is_null() {
         return unsupported("DISTINCT together with GROUP BY or aggregates");
     }
-    let instances = from_items(q)?;
+    let instances = from_items(q, false)?;
     let group_refs: HashSet<u32> = PgList::<pg_sys::SortGroupClause>::from_pg((*q).groupClause)
         .iter_ptr()
         .map(|sgc| (*sgc).tleSortGroupRef)
@@ -439,7 +498,11 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
         return unsupported("GROUP BY expressions that are not in the select list");
     }
     if !keeps_state {
-        let block = Block { query: q, targets: group_exprs, instances };
+        let block = Block {
+            query: q,
+            targets: group_exprs,
+            instances,
+        };
         return Ok((Shape::RecomputedGroups { group_columns }, vec![block]));
     }
     let mut targets = group_exprs;
@@ -449,10 +512,24 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             targets.push(a);
             targets.len() - 1
         });
-        plan_aggs.push(Agg { kind, column, arg: arg_index });
+        plan_aggs.push(Agg {
+            kind,
+            column,
+            arg: arg_index,
+        });
     }
-    let block = Block { query: q, targets, instances };
-    Ok((Shape::Groups { group_columns, aggs: plan_aggs }, vec![block]))
+    let block = Block {
+        query: q,
+        targets,
+        instances,
+    };
+    Ok((
+        Shape::Groups {
+            group_columns,
+            aggs: plan_aggs,
+        },
+        vec![block],
+    ))
 }
 
 unsafe fn aggregate(

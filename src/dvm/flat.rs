@@ -136,15 +136,24 @@ impl Printer {
     /// `block.relations()`, in that order).
     pub fn core(&mut self, block: &Block, variants: &[Variant]) -> PgtResult<String> {
         let mut next = variants.iter();
-        let sql = self.print(block, &mut next)?;
+        let sql = self.print(block, &mut next, true)?;
         debug_assert!(next.next().is_none(), "one variant per table");
         Ok(sql)
+    }
+
+    /// Like `core`, without the block's WHERE clause: the rows the join
+    /// itself makes, for finding which rows a change touches (a WHERE such
+    /// as `b.id IS NULL` would hide exactly the rows that changed).
+    pub fn core_without_where(&mut self, block: &Block, variants: &[Variant]) -> PgtResult<String> {
+        let mut next = variants.iter();
+        self.print(block, &mut next, false)
     }
 
     fn print(
         &mut self,
         block: &Block,
         variants: &mut std::slice::Iter<'_, Variant>,
+        keep_where: bool,
     ) -> PgtResult<String> {
         // Replacement subqueries and their column names, per range-table index.
         let mut replacements: Vec<(i32, String, Vec<String>)> = Vec::new();
@@ -163,7 +172,7 @@ impl Printer {
                     rtindex,
                     block: inner,
                 } => {
-                    let inner_sql = self.print(inner, variants)?;
+                    let inner_sql = self.print(inner, variants, true)?;
                     let n_inner = inner.instances.len();
                     let outs: Vec<String> = (0..inner.targets.len())
                         .map(|i| format!("f.c{i}"))
@@ -187,7 +196,7 @@ impl Printer {
                 }
             }
         }
-        unsafe { print_with_replacements(block, &replacements) }
+        unsafe { print_with_replacements(block, &replacements, keep_where) }
     }
 }
 
@@ -199,8 +208,12 @@ fn c_string(s: &str) -> *mut std::ffi::c_char {
 unsafe fn print_with_replacements(
     block: &Block,
     replacements: &[(i32, String, Vec<String>)],
+    keep_where: bool,
 ) -> PgtResult<String> {
     let query = pg_sys::copyObjectImpl(block.query.cast()) as *mut pg_sys::Query;
+    if !keep_where {
+        (*(*query).jointree).quals = std::ptr::null_mut();
+    }
     let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
     let mut extra_targets: Vec<(i32, i16)> = Vec::new();
     for (rtindex, sql, names) in replacements {

@@ -39,22 +39,27 @@ impl Frontier {
 
     /// SQL predicate: the buffer row `alias` of `source` was consumed.
     pub fn consumed(&self, source: Oid, alias: &str) -> String {
-        let mut pred = format!(
+        let visible = format!(
             "pg_catalog.pg_visible_in_snapshot({alias}.xid, {}::pg_catalog.pg_snapshot)",
             literal(&self.snapshot)
         );
-        if let Some(xid) = &self.own_xid {
-            let max = self
-                .own_max_change
-                .get(&source.to_u32().to_string())
-                .copied()
-                .unwrap_or(0);
-            pred.push_str(&format!(
-                " OR ({alias}.xid = {}::pg_catalog.xid8 AND {alias}.change_id <= {max})",
-                literal(xid)
-            ));
+        match &self.own_xid {
+            None => format!("({visible})"),
+            // A snapshot does not list its own transaction as running, so
+            // pg_visible_in_snapshot may call it visible: the refreshing
+            // transaction's changes count only up to what it consumed.
+            Some(xid) => {
+                let max = self
+                    .own_max_change
+                    .get(&source.to_u32().to_string())
+                    .copied()
+                    .unwrap_or(0);
+                let own = literal(xid);
+                format!(
+                    "(CASE WHEN {alias}.xid = {own}::pg_catalog.xid8 THEN {alias}.change_id <= {max} ELSE {visible} END)"
+                )
+            }
         }
-        format!("({pred})")
     }
 
     /// SQL predicate: the buffer row `alias` of `source` is new since this frontier.

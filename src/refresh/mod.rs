@@ -301,7 +301,12 @@ fn full_statements(
                 .enumerate()
                 .map(|(b, block)| full_core(&mut printer, block, b))
                 .collect::<PgtResult<Vec<_>>>()?;
-            stmts.extend(sqlgen::full_insert(plan, &table, &cores, &st.defining_query));
+            stmts.extend(sqlgen::full_insert(
+                plan,
+                &table,
+                &cores,
+                &st.defining_query,
+            ));
         }
     }
     Ok(stmts)
@@ -332,6 +337,9 @@ fn differential_statements(
         .as_ref()
         .expect("differential refresh needs a frontier");
     let mut printer = Printer::default();
+    if let Shape::AnchoredRows { .. } = plan.shape {
+        return anchored_statements(st, plan, &blocks[0], frontier, windows, &mut printer);
+    }
     let mut cores = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         let relations = block.relations();
@@ -376,6 +384,66 @@ fn differential_statements(
         &full,
         &st.defining_query,
         &scratch,
+    ))
+}
+
+/// A stream table with LEFT JOINs: for each changed table, the join (without
+/// WHERE) of its inserted and deleted row images with the other tables as
+/// they are now, and the identities of its deleted rows (to find stored rows
+/// built from them).
+fn anchored_statements(
+    st: &StreamTable,
+    plan: &Plan,
+    block: &Block,
+    frontier: &Frontier,
+    windows: &[SourceWindow],
+    printer: &mut Printer,
+) -> PgtResult<Vec<Statement>> {
+    let relations = block.relations();
+    let changed = |relid: Oid| windows.iter().find(|w| w.source == relid && w.changes > 0);
+    let mut inserted = Vec::new();
+    for (i, rel) in relations.iter().enumerate() {
+        let Some(w) = changed(rel.relid) else {
+            continue;
+        };
+        let mut variants = vec![Variant::Full; relations.len()];
+        variants[i] = Variant::Delta {
+            buffer: w.buffer.clone(),
+            window: frontier.window(w.source, "r"),
+        };
+        let core = Core {
+            sql: printer.core_without_where(block, &variants)?,
+            relations: relations.len(),
+            branch: 0,
+            sign: 1,
+        };
+        inserted.push((core, i));
+    }
+    let mut deleted = Vec::new();
+    let mut seen: Vec<Oid> = Vec::new();
+    for rel in &relations {
+        let Some(w) = changed(rel.relid) else {
+            continue;
+        };
+        if seen.contains(&rel.relid) {
+            continue;
+        }
+        seen.push(rel.relid);
+        let identity = crate::dvm::flat::row_identity(printer.shape(rel.relid), "r");
+        deleted.push(format!(
+            "SELECT {identity} FROM {} r WHERE r.action = 'D' AND {}",
+            w.buffer,
+            frontier.window(w.source, "r")
+        ));
+    }
+    let full = full_core(printer, block, 0)?;
+    Ok(sqlgen::anchored_apply(
+        plan,
+        &st.qualified_name(),
+        &inserted,
+        &deleted,
+        &full,
+        &Scratch::for_stream_table(st.pgt_id),
     ))
 }
 

@@ -221,7 +221,7 @@ fn inner_joins_of_two_and_three_tables() {
 fn left_join_of_two_tables() {
     scenario(
         "left_join_of_two_tables",
-        vec![orders(), customers()],
+        vec![orders(), customers(), products()],
         &[],
         &[
             (
@@ -238,6 +238,18 @@ fn left_join_of_two_tables() {
                 "st_left_anti",
                 "SELECT o.id AS order_id, o.cust_id FROM orders o
                    LEFT JOIN customers c ON c.id = o.cust_id WHERE c.id IS NULL",
+            ),
+            (
+                "st_left_chain",
+                "SELECT o.id AS order_id, c.region, p.cat, o.qty * p.price AS line_total
+                   FROM orders o LEFT JOIN customers c ON c.id = o.cust_id
+                   LEFT JOIN products p ON p.id = o.prod_id AND p.price > 5",
+            ),
+            (
+                "st_inner_then_left",
+                "SELECT c.name, o.id AS order_id, p.cat
+                   FROM customers c JOIN orders o ON o.cust_id = c.id
+                   LEFT JOIN products p ON p.id = o.prod_id",
             ),
         ],
         DEFAULT_CASES,

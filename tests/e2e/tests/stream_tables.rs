@@ -573,3 +573,41 @@ fn refreshes_read_sources_as_the_owner() {
     );
     assert_eq!(code, "42501", "{message}");
 }
+
+#[test]
+fn changes_of_the_refreshing_transaction_are_applied_once() {
+    // The refreshing transaction's own id is not listed as running in its
+    // snapshot; once a later transaction has committed it even falls below
+    // the snapshot's xmax. Its changes must still be applied exactly once.
+    let (cluster, mut client) = cluster_with_extension();
+    setup(&mut client);
+    let mut other = cluster.connect();
+    let q = "SELECT grp, count(*), sum(val) FROM src GROUP BY grp";
+    client
+        .batch_execute(
+            "BEGIN;
+             SELECT pgtrickle.create_stream_table('g', 'SELECT grp, count(*) AS n, sum(val) AS s FROM src GROUP BY grp', NULL);",
+        )
+        .unwrap();
+    other.batch_execute("SELECT pg_current_xact_id()").unwrap();
+    client
+        .batch_execute(
+            "UPDATE src SET grp = 0 WHERE id < 10;
+             DELETE FROM src WHERE id > 35;
+             SELECT pgtrickle.refresh_stream_table('g');",
+        )
+        .unwrap();
+    let diff = |c: &mut Client| {
+        count(
+            c,
+            &format!(
+                "SELECT count(*) FROM ((SELECT grp, n, s FROM g EXCEPT ALL {q}) UNION ALL ({q} EXCEPT ALL SELECT grp, n, s FROM g)) d"
+            ),
+        )
+    };
+    assert_eq!(diff(&mut client), 0, "inside the transaction");
+    client
+        .batch_execute("INSERT INTO src VALUES (100, 1, 7, 'late'); COMMIT; SELECT pgtrickle.refresh_stream_table('g')")
+        .unwrap();
+    assert_eq!(diff(&mut client), 0, "after commit, with a change made after the refresh");
+}

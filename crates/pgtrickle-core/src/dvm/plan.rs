@@ -65,6 +65,12 @@ pub enum Shape {
     /// expressions over aggregates): every group a change touches is
     /// recomputed with the defining query.
     RecomputedGroups { group_columns: Vec<usize> },
+    /// Rows of one core with LEFT JOINs (outputs: the visible columns). The
+    /// rows of every `anchor` row (the leftmost table's, never
+    /// null-extended) that a change touches are recomputed; each stored row
+    /// keeps the identities of the source rows it came from, so that rows
+    /// built from deleted source rows can be found.
+    AnchoredRows { anchor: usize },
 }
 
 /// Why DIFFERENTIAL cannot maintain a query.
@@ -81,6 +87,8 @@ pub struct Plan {
 
 pub const ROW_ID: &str = "__pgt_row_id";
 pub const COUNT: &str = "__pgt_count";
+pub const ANCHOR: &str = "__pgt_anchor";
+pub const SOURCE_ROWS: &str = "__pgt_source_rows";
 
 /// Hidden state column names of aggregate `agg`.
 pub fn sum_state(agg: &Agg) -> String {
@@ -97,6 +105,11 @@ impl Plan {
         let mut cols = vec![(ROW_ID.to_string(), "bigint".to_string())];
         match &self.shape {
             Shape::FullOnly | Shape::RecomputedGroups { .. } => {}
+            Shape::AnchoredRows { .. } => {
+                cols.push((COUNT.to_string(), "bigint".to_string()));
+                cols.push((ANCHOR.to_string(), "bigint".to_string()));
+                cols.push((SOURCE_ROWS.to_string(), "bigint[]".to_string()));
+            }
             Shape::Rows { .. } => cols.push((COUNT.to_string(), "bigint".to_string())),
             Shape::Groups { aggs, .. } => {
                 cols.push((COUNT.to_string(), "bigint".to_string()));
@@ -117,6 +130,14 @@ impl Plan {
         cols
     }
 
+    /// Secondary indexes of the storage table: (method, column).
+    pub fn internal_indexes(&self) -> Vec<(&'static str, &'static str)> {
+        match self.shape {
+            Shape::AnchoredRows { .. } => vec![("btree", ANCHOR), ("gin", SOURCE_ROWS)],
+            _ => vec![],
+        }
+    }
+
     pub fn is_differential(&self) -> bool {
         !matches!(self.shape, Shape::FullOnly)
     }
@@ -130,6 +151,9 @@ impl Plan {
             }
             Shape::Rows { .. } => {
                 "select-project-join, rows keyed by source row identity".to_string()
+            }
+            Shape::AnchoredRows { .. } => {
+                "rows with LEFT JOINs, recomputed per row of the leftmost table that a change touches".to_string()
             }
             Shape::RecomputedGroups { group_columns } => {
                 let keys: Vec<&str> = group_columns
