@@ -181,7 +181,15 @@ pub struct CreateRequest<'a> {
     pub initialize: bool,
 }
 
+/// A manual call still works with mismatched versions, but says so.
+fn warn_on_version_mismatch() {
+    if let Some(message) = catalog::version_mismatch() {
+        pgrx::warning!("{message}");
+    }
+}
+
 pub fn create(req: CreateRequest) -> PgtResult<()> {
+    warn_on_version_mismatch();
     let mode = parse_mode(req.refresh_mode)?;
     let schedule = validate_schedule(req.schedule)?;
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -445,6 +453,7 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
 
 /// Manual refresh in the caller's transaction.
 pub fn refresh_now(name: &str) -> PgtResult<()> {
+    warn_on_version_mismatch();
     let st = catalog::find(name)?;
     check_owner(&st)?;
     refresh::lock(st.pgt_id, true);

@@ -64,7 +64,7 @@ mod tests {
     #[pg_test]
     fn schema_version_row_is_present() {
         let v = Spi::get_one::<String>("SELECT version FROM pgtrickle.pgt_schema_version").unwrap();
-        assert_eq!(v.as_deref(), Some("0.1.0"));
+        assert_eq!(v.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     }
 
     #[pg_test]

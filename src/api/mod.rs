@@ -3,4 +3,5 @@
 
 mod explain;
 mod lifecycle;
+mod migrate;
 mod util;

@@ -188,3 +188,18 @@ pub fn insert_history(e: &HistoryEntry) {
     );
     spi::as_role(spi::superuser(), || spi::execute(&sql));
 }
+
+/// When the loaded library and the installed SQL differ: a message saying
+/// both versions and how to fix it.
+pub fn version_mismatch() -> Option<String> {
+    let library = env!("CARGO_PKG_VERSION");
+    let installed = spi::query_value(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
+    )?;
+    (installed != library).then(|| {
+        format!(
+            "pg_trickle: the loaded library is version {library} but the extension's SQL objects are version \
+             {installed}; run ALTER EXTENSION pg_trickle UPDATE (scheduled refreshes are paused until then)"
+        )
+    })
+}

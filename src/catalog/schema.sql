@@ -97,8 +97,10 @@ CREATE TABLE pgtrickle.pgt_schema_version (
     description TEXT
 );
 COMMENT ON TABLE pgtrickle.pgt_schema_version IS 'pg_trickle: catalog versions installed';
+-- A fresh install records the version it installs; each upgrade script adds
+-- the row of the version it reaches.
 INSERT INTO pgtrickle.pgt_schema_version (version, description)
-VALUES ('0.1.0', 'Initial release');
+VALUES ('0.2.0', 'Fresh install of 0.2.0');
 
 -- pg_dump carries the catalog contents (not pgt_schema_version: CREATE
 -- EXTENSION writes its rows, and restoring them again would collide).

@@ -11,7 +11,7 @@
 use crate::config;
 use crate::spi;
 use pgrx::pg_sys::Oid;
-use pgtrickle_core::quote::{ident, qualified};
+use pgtrickle_core::quote::{ident, literal, qualified};
 
 /// Names of the objects capturing changes of one source table.
 pub struct CdcObjects {
@@ -46,7 +46,7 @@ impl CdcObjects {
              WHERE c.relname = 'changes_{}' AND c.relkind = 'r' \
                AND n.nspname IN ({}, 'pgtrickle_changes') ORDER BY n.nspname = 'pgtrickle_changes' LIMIT 1",
             source.to_u32(),
-            pgtrickle_core::quote::literal(&config::change_buffer_schema())
+            literal(&config::change_buffer_schema())
         ))?;
         Some(CdcObjects::for_source(source, &schema))
     }
@@ -118,19 +118,10 @@ fn role_name(role: Oid) -> String {
 
 fn create_capture(source: Oid) -> CdcObjects {
     let objects = CdcObjects::for_source(source, &config::change_buffer_schema());
-    let cols = columns(source);
-    let col_defs: Vec<String> = cols.iter().map(|(n, t)| format!("{n} {t}")).collect();
-    let col_names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
-    let names = col_names.join(", ");
-    let buffer = objects.buffer_name();
-    let src = source_name(source);
     let schema = ident(&objects.schema);
-    let function = qualified(&objects.schema, &objects.function);
-    let truncate_function = qualified(&objects.schema, &objects.truncate_function);
-    let col_sep = if col_defs.is_empty() { "" } else { ", " };
     if spi::query_value(&format!(
         "SELECT 1::text FROM pg_catalog.pg_namespace WHERE nspname = {}",
-        pgtrickle_core::quote::literal(&objects.schema)
+        literal(&objects.schema)
     ))
     .is_none()
     {
@@ -138,53 +129,178 @@ fn create_capture(source: Oid) -> CdcObjects {
             "CREATE SCHEMA {schema}; REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"
         ));
     }
+    let defs: Vec<String> = columns(source)
+        .iter()
+        .map(|(n, t)| format!(", {n} {t}"))
+        .collect();
     spi::execute(&format!(
         "CREATE TABLE {buffer} (
              change_id bigserial,
              xid pg_catalog.xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
              action \"char\" NOT NULL,
-             captured_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(){col_sep}{defs}
+             captured_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(){defs}
          );
-         COMMENT ON TABLE {buffer} IS 'pg_trickle change buffer of {src_comment}';
-         CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-         SET search_path = pg_catalog, pg_temp AS $pgt$
-         BEGIN
-             IF TG_OP = 'INSERT' THEN
-                 INSERT INTO {buffer} (action{col_sep}{names}) SELECT 'I'{col_sep}{names} FROM __pgt_new;
-             ELSIF TG_OP = 'UPDATE' THEN
-                 INSERT INTO {buffer} (action{col_sep}{names})
-                 SELECT 'D'{col_sep}{names} FROM __pgt_old UNION ALL SELECT 'I'{col_sep}{names} FROM __pgt_new;
-             ELSE
-                 INSERT INTO {buffer} (action{col_sep}{names}) SELECT 'D'{col_sep}{names} FROM __pgt_old;
-             END IF;
-             RETURN NULL;
-         END
-         $pgt$;
-         CREATE FUNCTION {truncate_function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-         SET search_path = pg_catalog, pg_temp AS $pgt$
-         BEGIN
-             INSERT INTO {buffer} (action) VALUES ('T');
-             RETURN NULL;
-         END
-         $pgt$;
-         REVOKE ALL ON FUNCTION {function}() FROM PUBLIC;
-         REVOKE ALL ON FUNCTION {truncate_function}() FROM PUBLIC;
-         CREATE TRIGGER {ins} AFTER INSERT ON {src} REFERENCING NEW TABLE AS __pgt_new
-             FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-         CREATE TRIGGER {upd} AFTER UPDATE ON {src} REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new
-             FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-         CREATE TRIGGER {del} AFTER DELETE ON {src} REFERENCING OLD TABLE AS __pgt_old
-             FOR EACH STATEMENT EXECUTE FUNCTION {function}();
-         CREATE TRIGGER {trunc} AFTER TRUNCATE ON {src}
-             FOR EACH STATEMENT EXECUTE FUNCTION {truncate_function}();",
-        defs = col_defs.join(", "),
-        src_comment = src.replace('\'', "''"),
-        ins = ident(&objects.triggers[0]),
-        upd = ident(&objects.triggers[1]),
-        del = ident(&objects.triggers[2]),
-        trunc = ident(&objects.triggers[3]),
+         COMMENT ON TABLE {buffer} IS {comment}",
+        buffer = objects.buffer_name(),
+        defs = defs.concat(),
+        comment = literal(&format!(
+            "pg_trickle change buffer of {}",
+            source_name(source)
+        )),
     ));
+    ensure_functions(source, &objects);
+    ensure_triggers(source, &objects);
     objects
+}
+
+/// Source columns the buffer also has, quoted, in the source's order: what
+/// the capture triggers copy.
+fn captured_columns(source: Oid, objects: &CdcObjects) -> Vec<String> {
+    spi::query(&format!(
+        "SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a \
+           JOIN pg_catalog.pg_attribute b ON b.attrelid = {buffer}::regclass AND b.attname = a.attname \
+                AND NOT b.attisdropped AND b.attnum > 0 \
+          WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        buffer = literal(&objects.buffer_name()),
+        oid = source.to_u32()
+    ))
+    .into_iter()
+    .filter_map(|r| r.into_iter().next().flatten())
+    .collect()
+}
+
+/// (function, body) of the two capture functions as this version writes them.
+fn function_bodies(source: Oid, objects: &CdcObjects) -> [(String, String); 2] {
+    let buffer = objects.buffer_name();
+    let cols: String = captured_columns(source, objects)
+        .iter()
+        .map(|c| format!(", {c}"))
+        .collect();
+    let rows = format!(
+        "
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {buffer} (action{cols}) SELECT 'I'{cols} FROM __pgt_new;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO {buffer} (action{cols})
+        SELECT 'D'{cols} FROM __pgt_old UNION ALL SELECT 'I'{cols} FROM __pgt_new;
+    ELSE
+        INSERT INTO {buffer} (action{cols}) SELECT 'D'{cols} FROM __pgt_old;
+    END IF;
+    RETURN NULL;
+END
+"
+    );
+    let truncate = format!(
+        "
+BEGIN
+    INSERT INTO {buffer} (action) VALUES ('T');
+    RETURN NULL;
+END
+"
+    );
+    [
+        (qualified(&objects.schema, &objects.function), rows),
+        (
+            qualified(&objects.schema, &objects.truncate_function),
+            truncate,
+        ),
+    ]
+}
+
+/// Creates or replaces the capture functions whose body differs from this
+/// version's; returns the functions it wrote.
+fn ensure_functions(source: Oid, objects: &CdcObjects) -> Vec<String> {
+    let mut written = Vec::new();
+    for (function, body) in function_bodies(source, objects) {
+        let current = spi::query_value(&format!(
+            "SELECT prosrc FROM pg_catalog.pg_proc WHERE oid = pg_catalog.to_regprocedure({})",
+            literal(&format!("{function}()"))
+        ));
+        if current.as_deref() == Some(body.as_str()) {
+            continue;
+        }
+        spi::execute(&format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
+             SET search_path = pg_catalog, pg_temp AS {}; \
+             REVOKE ALL ON FUNCTION {function}() FROM PUBLIC",
+            literal(&body)
+        ));
+        written.push(function);
+    }
+    written
+}
+
+/// Creates the capture triggers that are missing; returns their names.
+fn ensure_triggers(source: Oid, objects: &CdcObjects) -> Vec<String> {
+    let src = source_name(source);
+    let function = qualified(&objects.schema, &objects.function);
+    let truncate_function = qualified(&objects.schema, &objects.truncate_function);
+    let definitions = [
+        format!("AFTER INSERT ON {src} REFERENCING NEW TABLE AS __pgt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}()"),
+        format!("AFTER UPDATE ON {src} REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}()"),
+        format!("AFTER DELETE ON {src} REFERENCING OLD TABLE AS __pgt_old FOR EACH STATEMENT EXECUTE FUNCTION {function}()"),
+        format!("AFTER TRUNCATE ON {src} FOR EACH STATEMENT EXECUTE FUNCTION {truncate_function}()"),
+    ];
+    let mut created = Vec::new();
+    for (name, definition) in objects.triggers.iter().zip(definitions) {
+        let exists = spi::query_value(&format!(
+            "SELECT 1::text FROM pg_catalog.pg_trigger WHERE tgrelid = {} AND tgname = {}",
+            source.to_u32(),
+            literal(name)
+        ))
+        .is_some();
+        if !exists {
+            spi::execute(&format!("CREATE TRIGGER {} {definition}", ident(name)));
+            created.push(name.clone());
+        }
+    }
+    created
+}
+
+/// Brings the capture objects of every tracked source to this version's
+/// shape: missing buffers, functions and triggers are created, functions
+/// with another body replaced. Returns (object, action) for each object, so
+/// that running it twice reports nothing to do the second time.
+pub fn migrate_all() -> Vec<(String, String)> {
+    spi::as_role(spi::superuser(), || {
+        let sources: Vec<Oid> = spi::query(
+            "SELECT t.source_relid::bigint::text FROM pgtrickle.pgt_change_tracking t \
+               JOIN pg_catalog.pg_class c ON c.oid = t.source_relid ORDER BY 1",
+        )
+        .into_iter()
+        .filter_map(|r| {
+            r[0].as_ref()
+                .and_then(|v| v.parse::<u32>().ok())
+                .map(Oid::from)
+        })
+        .collect();
+        let mut report = Vec::new();
+        for source in sources {
+            let before = report.len();
+            let objects = match CdcObjects::existing(source) {
+                Some(objects) => objects,
+                None => {
+                    let objects = create_capture(source);
+                    report.push((objects.buffer_name(), "created".to_string()));
+                    objects
+                }
+            };
+            for function in ensure_functions(source, &objects) {
+                report.push((format!("{function}()"), "replaced".to_string()));
+            }
+            for trigger in ensure_triggers(source, &objects) {
+                report.push((
+                    format!("trigger {trigger} on {}", source_name(source)),
+                    "created".to_string(),
+                ));
+            }
+            if report.len() == before {
+                report.push((objects.buffer_name(), "unchanged".to_string()));
+            }
+        }
+        report
+    })
 }
 
 /// Removes `pgt_id` from the consumers of every source; drops the capture

@@ -20,11 +20,21 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     let mut last_retention: Option<Instant> = None;
+    let mut warned_version = false;
     loop {
         if !BackgroundWorker::transaction(extension_installed) {
             return; // the launcher looks again later
         }
-        if config::ENABLED.get() {
+        let mismatch = BackgroundWorker::transaction(catalog::version_mismatch);
+        if let Some(message) = &mismatch {
+            if !warned_version {
+                pgrx::warning!("{message}");
+                warned_version = true;
+            }
+        } else {
+            warned_version = false;
+        }
+        if config::ENABLED.get() && mismatch.is_none() {
             for pgt_id in BackgroundWorker::transaction(due_stream_tables) {
                 if BackgroundWorker::sigterm_received() {
                     return;

@@ -102,6 +102,15 @@ impl Cluster {
         Client::connect(&conn, NoTls).unwrap_or_else(|e| panic!("connect {conn}: {e}"))
     }
 
+    /// Appends `name = value` to postgresql.conf (the last setting wins);
+    /// takes effect at the next restart or reload.
+    pub fn set_conf(&self, name: &str, value: &str) {
+        let path = self.datadir().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).expect("read postgresql.conf");
+        text.push_str(&format!("\n{name} = {value}\n"));
+        std::fs::write(&path, text).expect("write postgresql.conf");
+    }
+
     /// Clean shutdown and start.
     pub fn restart(&self) {
         self.pg_ctl_stop("fast");

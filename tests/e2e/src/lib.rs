@@ -7,6 +7,7 @@
 //! (`cargo pgrx install --pg-config ...`, as `scripts/test.sh` does).
 
 mod cluster;
+pub mod inventory;
 pub mod oracle;
 mod pg_config;
 

@@ -278,11 +278,17 @@ fn create_and_drop_leave_nothing_behind() {
     assert!(installed.contains("schema pgtrickle"), "{installed:?}");
     assert!(installed.contains("schema pgtrickle_changes"));
     assert!(installed.contains("rel pgtrickle.pgt_stream_tables"));
-    let version: String = client
-        .query_one("SELECT pgtrickle.version()", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(version, "0.1.0");
+    let row = client
+        .query_one(
+            "SELECT pgtrickle.version(), extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        row.get::<_, String>(1),
+        "library and SQL versions agree"
+    );
     client.batch_execute("DROP EXTENSION pg_trickle").unwrap();
     assert_eq!(object_inventory(&mut client), before);
     // And again: a second install after a drop works the same.
@@ -368,11 +374,17 @@ fn catalog_constraints_carry_the_fixes() {
         .unwrap()
         .get(0);
     assert_eq!(cascade, "c");
-    let version: String = client
-        .query_one("SELECT version FROM pgtrickle.pgt_schema_version", &[])
+    let versions: Vec<String> = client
+        .query(
+            "SELECT v.version FROM pgtrickle.pgt_schema_version v, pg_extension e
+              WHERE e.extname = 'pg_trickle' AND v.version = e.extversion",
+            &[],
+        )
         .unwrap()
-        .get(0);
-    assert_eq!(version, "0.1.0");
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions.len(), 1, "a fresh install records its own version");
     // pg_dump carries the catalog tables.
     let dumped: Vec<String> = client
         .query(

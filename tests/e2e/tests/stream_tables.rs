@@ -609,5 +609,9 @@ fn changes_of_the_refreshing_transaction_are_applied_once() {
     client
         .batch_execute("INSERT INTO src VALUES (100, 1, 7, 'late'); COMMIT; SELECT pgtrickle.refresh_stream_table('g')")
         .unwrap();
-    assert_eq!(diff(&mut client), 0, "after commit, with a change made after the refresh");
+    assert_eq!(
+        diff(&mut client),
+        0,
+        "after commit, with a change made after the refresh"
+    );
 }
