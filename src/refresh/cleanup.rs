@@ -5,6 +5,7 @@ use crate::cdc::CdcObjects;
 use crate::config;
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
+use pgtrickle_core::quote::literal;
 
 /// Removes from each source's buffer the changes all its consumers have
 /// consumed; empties a fully consumed buffer with TRUNCATE when
@@ -40,29 +41,31 @@ pub fn consumed_changes(sources: &[Oid]) {
             continue;
         }
         let buffer = objects.buffer_name();
-        spi::execute(&format!(
-            "DELETE FROM {buffer} r WHERE {}",
-            conditions.join(" AND ")
-        ));
-        if config::CLEANUP_USE_TRUNCATE.get() {
-            truncate_if_empty(&buffer);
+        let consumed = conditions.join(" AND ");
+        if config::CLEANUP_USE_TRUNCATE.get() && truncate_if_all_consumed(&buffer, &consumed) {
+            continue;
         }
+        spi::execute(&format!("DELETE FROM {buffer} r WHERE {consumed}"));
     }
 }
 
-fn truncate_if_empty(buffer: &str) {
-    // Only with a fresh snapshot per statement can "empty" be checked after
-    // the lock; under REPEATABLE READ rows committed later would be missed.
+/// Empties the buffer with TRUNCATE when every row in it has been consumed
+/// by every consumer; `false` when it could not (rows remain, or a writer
+/// holds the buffer, or the snapshot is too old to tell).
+fn truncate_if_all_consumed(buffer: &str, consumed: &str) -> bool {
+    // Only a fresh snapshot taken after the lock sees every committed row;
+    // under REPEATABLE READ rows committed later would be missed.
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        return;
+        return false;
     }
     let relid = spi::query_value(&format!(
-        "SELECT '{}'::regclass::oid::bigint::text",
-        buffer.replace('\'', "''")
+        "SELECT {}::regclass::oid::bigint::text",
+        literal(buffer)
     ));
     let Some(relid) = relid.and_then(|r| r.parse::<u32>().ok()) else {
-        return;
+        return false;
     };
+    // Never wait for writers: with the lock, none is writing until commit.
     let locked = unsafe {
         pg_sys::ConditionalLockRelationOid(
             Oid::from(relid),
@@ -70,10 +73,14 @@ fn truncate_if_empty(buffer: &str) {
         )
     };
     if !locked {
-        return;
+        return false;
     }
-    let remaining = spi::query_value(&format!("SELECT count(*)::text FROM {buffer}"));
-    if remaining.as_deref() == Some("0") {
-        spi::execute(&format!("TRUNCATE {buffer}"));
+    let pending = spi::query_value(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {buffer} r WHERE NOT ({consumed}))::text"
+    ));
+    if pending.as_deref() != Some("false") {
+        return false;
     }
+    spi::execute(&format!("TRUNCATE {buffer}"));
+    true
 }
