@@ -1,0 +1,415 @@
+//! Groups with per-group state: counts, non-null counts and running sums are
+//! folded in; groups whose MIN/MAX lost its value are recomputed.
+
+use super::*;
+
+pub(super) fn group_hash(group_exprs: &[String]) -> String {
+    if group_exprs.is_empty() {
+        format!("{HASH}(ARRAY[]::text[])")
+    } else {
+        let parts: Vec<String> = group_exprs.iter().map(|g| format!("{g}::text")).collect();
+        format!("{HASH}(ARRAY[{}])", parts.join(", "))
+    }
+}
+
+/// Storage columns of a grouped stream table, in insert order.
+pub(super) fn groups_storage_columns(plan: &Plan, aggs: &[Agg]) -> Vec<String> {
+    let mut cols = visible_list(plan);
+    cols.push(ROW_ID.to_string());
+    cols.push(COUNT.to_string());
+    for agg in aggs {
+        match agg.kind {
+            AggKind::CountStar | AggKind::Count => {}
+            AggKind::Sum | AggKind::Min | AggKind::Max => cols.push(nonnull_state(agg)),
+            AggKind::Avg { .. } => {
+                cols.push(sum_state(agg));
+                cols.push(nonnull_state(agg));
+            }
+        }
+    }
+    cols
+}
+
+/// `INSERT ... SELECT` of whole groups aggregated from a full core,
+/// optionally only the groups whose row id is in `only_rows` (a table).
+pub(super) fn groups_insert(
+    plan: &Plan,
+    table: &str,
+    core: &Core,
+    group_columns: &[usize],
+    aggs: &[Agg],
+    only_rows: Option<&str>,
+) -> String {
+    let key_of = |col: usize| group_columns.iter().position(|&g| g == col);
+    let group_exprs: Vec<String> = (0..group_columns.len())
+        .map(|i| format!("f.{}", c(i)))
+        .collect();
+    let arg = |agg: &Agg| format!("f.{}", c(agg.arg.expect("aggregate with an argument")));
+    let mut values = Vec::new();
+    for (col, _) in plan.columns.iter().enumerate() {
+        if let Some(k) = key_of(col) {
+            values.push(group_exprs[k].clone());
+            continue;
+        }
+        let agg = aggs
+            .iter()
+            .find(|a| a.column == col)
+            .expect("visible column is a key or an aggregate");
+        values.push(match &agg.kind {
+            AggKind::CountStar => "count(*)".to_string(),
+            AggKind::Count => format!("count({})", arg(agg)),
+            AggKind::Sum => format!("sum({})", arg(agg)),
+            AggKind::Avg { state_type } => format!(
+                "CASE WHEN count({a}) > 0 THEN sum({a}::{state_type}) / count({a}) END",
+                a = arg(agg)
+            ),
+            AggKind::Min => format!("min({})", arg(agg)),
+            AggKind::Max => format!("max({})", arg(agg)),
+        });
+    }
+    values.push(group_hash(&group_exprs));
+    values.push("count(*)".to_string());
+    for agg in aggs {
+        match &agg.kind {
+            AggKind::CountStar | AggKind::Count => {}
+            AggKind::Sum | AggKind::Min | AggKind::Max => {
+                values.push(format!("count({})", arg(agg)))
+            }
+            AggKind::Avg { state_type } => {
+                values.push(format!("sum({}::{state_type})", arg(agg)));
+                values.push(format!("count({})", arg(agg)));
+            }
+        }
+    }
+    let (filter, group_by) = match (only_rows, group_exprs.is_empty()) {
+        (None, true) => (String::new(), String::new()),
+        (None, false) => (
+            String::new(),
+            format!(" GROUP BY {}", group_exprs.join(", ")),
+        ),
+        // Without GROUP BY an aggregate returns its one row even from no
+        // input: recompute it only when it is listed.
+        (Some(rows), true) => (
+            String::new(),
+            format!(" HAVING EXISTS (SELECT FROM {rows})"),
+        ),
+        (Some(rows), false) => (
+            format!(
+                " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
+                group_hash(&group_exprs)
+            ),
+            format!(" GROUP BY {}", group_exprs.join(", ")),
+        ),
+    };
+    format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM ({}) f{filter}{group_by}",
+        groups_storage_columns(plan, aggs).join(", "),
+        values.join(", "),
+        core.sql
+    )
+}
+
+pub(super) fn dnn(agg: &Agg) -> String {
+    format!("__pgt_dnn_{}", agg.column)
+}
+
+pub(super) fn dsum(agg: &Agg) -> String {
+    format!("__pgt_dsum_{}", agg.column)
+}
+
+pub(super) fn dins(agg: &Agg) -> String {
+    format!("__pgt_dins_{}", agg.column)
+}
+
+pub(super) fn ddel(agg: &Agg) -> String {
+    format!("__pgt_ddel_{}", agg.column)
+}
+
+pub(super) fn groups_apply(
+    plan: &Plan,
+    table: &str,
+    cores: &[Core],
+    group_columns: &[usize],
+    aggs: &[Agg],
+    s: &Scratch,
+) -> Vec<Statement> {
+    let scalar = group_columns.is_empty();
+    let ncore = group_columns.len() + aggs.iter().filter(|a| a.arg.is_some()).count();
+    let weighted = union_all(
+        cores
+            .iter()
+            .map(|core| {
+                let cols: Vec<String> = (0..ncore).map(|i| format!("f.{}", c(i))).collect();
+                format!(
+                    "SELECT {}{}{} AS __pgt_w FROM ({}) f",
+                    cols.join(", "),
+                    if cols.is_empty() { "" } else { ", " },
+                    weight_expr(core, "f"),
+                    core.sql
+                )
+            })
+            .collect(),
+    );
+    let group_exprs: Vec<String> = (0..group_columns.len())
+        .map(|i| format!("u.{}", c(i)))
+        .collect();
+    let key_names: Vec<String> = group_columns
+        .iter()
+        .map(|&g| ident(&plan.columns[g].name))
+        .collect();
+
+    // Per-group deltas of every piece of state. Sums and counts are linear
+    // in the weights; MIN/MAX candidates need the weights netted per value
+    // first, since inclusion–exclusion terms add and cancel rows.
+    let mut select = vec![format!("{} AS {ROW_ID}", group_hash(&group_exprs))];
+    for (expr, name) in group_exprs.iter().zip(&key_names) {
+        select.push(format!("{expr} AS {name}"));
+    }
+    select.push("sum(u.__pgt_w) AS __pgt_dc".to_string());
+    let mut extremum_ctes = Vec::new();
+    let mut extremum_cols = Vec::new();
+    let mut extremum_joins = Vec::new();
+    for agg in aggs {
+        let Some(a) = agg.arg.map(|i| format!("u.{}", c(i))) else {
+            continue;
+        };
+        select.push(format!(
+            "sum(CASE WHEN {a} IS NOT NULL THEN u.__pgt_w ELSE 0 END) AS {}",
+            dnn(agg)
+        ));
+        match &agg.kind {
+            AggKind::CountStar | AggKind::Count => {}
+            AggKind::Sum => select.push(format!("sum({a} * u.__pgt_w) AS {}", dsum(agg))),
+            AggKind::Avg { state_type } => select.push(format!(
+                "sum({a}::{state_type} * u.__pgt_w) AS {}",
+                dsum(agg)
+            )),
+            AggKind::Min | AggKind::Max => {
+                let f = if agg.kind == AggKind::Min {
+                    "min"
+                } else {
+                    "max"
+                };
+                let cte = format!("e{}", agg.column);
+                let by: Vec<String> = group_exprs
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(a.clone()))
+                    .collect();
+                extremum_ctes.push(format!(
+                    "{cte} AS (SELECT x.rid, {f}(x.v) FILTER (WHERE x.nw > 0) AS ins, {f}(x.v) FILTER (WHERE x.nw < 0) AS del \
+                     FROM (SELECT {} AS rid, {a} AS v, sum(u.__pgt_w) AS nw FROM u GROUP BY {}) x \
+                     WHERE x.v IS NOT NULL GROUP BY x.rid)",
+                    group_hash(&group_exprs),
+                    by.join(", ")
+                ));
+                extremum_cols.push(format!(
+                    "{cte}.ins AS {}, {cte}.del AS {}",
+                    dins(agg),
+                    ddel(agg)
+                ));
+                extremum_joins.push(format!(" LEFT JOIN {cte} ON {cte}.rid = b.{ROW_ID}"));
+            }
+        }
+    }
+    let grouping = if scalar {
+        " HAVING count(*) > 0".to_string()
+    } else {
+        format!(" GROUP BY {}", group_exprs.join(", "))
+    };
+    let mut ctes = vec![
+        format!("u AS ({weighted})"),
+        format!("b AS (SELECT {} FROM u{grouping})", select.join(", ")),
+    ];
+    ctes.extend(extremum_ctes);
+    let mut out = vec![stmt(
+        format!(
+            "CREATE TEMP TABLE {} AS WITH {} SELECT b.*{}{} FROM b{}",
+            s.delta,
+            ctes.join(", "),
+            if extremum_cols.is_empty() { "" } else { ", " },
+            extremum_cols.join(", "),
+            extremum_joins.join("")
+        ),
+        Tally::None,
+    )];
+
+    // Groups whose MIN/MAX lost its current value must be recomputed.
+    let extremum_aggs: Vec<&Agg> = aggs
+        .iter()
+        .filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+        .collect();
+    if has_extremum(aggs) {
+        let conds: Vec<String> = extremum_aggs
+            .iter()
+            .map(|agg| {
+                let col = ident(&plan.columns[agg.column].name);
+                let op = if agg.kind == AggKind::Min { "<=" } else { ">=" };
+                format!(
+                    "(d.{del} IS NOT NULL AND d.{del} {op} t.{col})",
+                    del = ddel(agg)
+                )
+            })
+            .collect();
+        out.push(stmt(
+            format!(
+                "CREATE TEMP TABLE {rescan} AS SELECT d.{ROW_ID} FROM {delta} d \
+                 JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
+                 WHERE t.{COUNT} + d.__pgt_dc > 0 AND ({conds})",
+                rescan = s.rescan,
+                delta = s.delta,
+                conds = conds.join(" OR ")
+            ),
+            Tally::None,
+        ));
+    }
+
+    // Existing groups: fold the deltas into the state.
+    let mut sets = vec![format!("{COUNT} = t.{COUNT} + d.__pgt_dc")];
+    for agg in aggs {
+        let col = ident(&plan.columns[agg.column].name);
+        let nn_new = |agg: &Agg| format!("(t.{} + d.{})", nonnull_state(agg), dnn(agg));
+        match &agg.kind {
+            AggKind::CountStar => sets.push(format!("{col} = t.{col} + d.__pgt_dc")),
+            AggKind::Count => sets.push(format!("{col} = t.{col} + d.{}", dnn(agg))),
+            AggKind::Sum => {
+                sets.push(format!(
+                    "{col} = CASE WHEN {} > 0 THEN {} END",
+                    nn_new(agg),
+                    add_nullable(&format!("t.{col}"), &format!("d.{}", dsum(agg)))
+                ));
+                sets.push(format!("{} = {}", nonnull_state(agg), nn_new(agg)));
+            }
+            AggKind::Avg { .. } => {
+                let sum = add_nullable(
+                    &format!("t.{}", sum_state(agg)),
+                    &format!("d.{}", dsum(agg)),
+                );
+                sets.push(format!(
+                    "{} = CASE WHEN {} > 0 THEN {sum} END",
+                    sum_state(agg),
+                    nn_new(agg)
+                ));
+                sets.push(format!(
+                    "{col} = CASE WHEN {nn} > 0 THEN ({sum}) / {nn} END",
+                    nn = nn_new(agg)
+                ));
+                sets.push(format!("{} = {}", nonnull_state(agg), nn_new(agg)));
+            }
+            AggKind::Min | AggKind::Max => {
+                let f = if agg.kind == AggKind::Min {
+                    "least"
+                } else {
+                    "greatest"
+                };
+                sets.push(format!(
+                    "{col} = CASE WHEN {nn} = 0 THEN NULL WHEN d.{ins} IS NULL THEN t.{col} \
+                     WHEN t.{col} IS NULL THEN d.{ins} ELSE {f}(t.{col}, d.{ins}) END",
+                    nn = nn_new(agg),
+                    ins = dins(agg)
+                ));
+                sets.push(format!("{} = {}", nonnull_state(agg), nn_new(agg)));
+            }
+        }
+    }
+    out.push(stmt(
+        format!(
+            "UPDATE {table} t SET {} FROM {delta} d WHERE t.{ROW_ID} = d.{ROW_ID}",
+            sets.join(", "),
+            delta = s.delta
+        ),
+        Tally::None,
+    ));
+    if !scalar {
+        out.push(stmt(
+            format!(
+                "DELETE FROM {table} t USING {delta} d WHERE t.{ROW_ID} = d.{ROW_ID} AND t.{COUNT} <= 0",
+                delta = s.delta
+            ),
+            Tally::Deleted,
+        ));
+    }
+
+    // New groups: their state is their delta.
+    let mut values = Vec::new();
+    for (col, _) in plan.columns.iter().enumerate() {
+        if let Some(k) = group_columns.iter().position(|&g| g == col) {
+            values.push(format!("d.{}", key_names[k]));
+            continue;
+        }
+        let agg = aggs
+            .iter()
+            .find(|a| a.column == col)
+            .expect("key or aggregate");
+        values.push(match &agg.kind {
+            AggKind::CountStar => "d.__pgt_dc".to_string(),
+            AggKind::Count => format!("d.{}", dnn(agg)),
+            AggKind::Sum => format!("CASE WHEN d.{} > 0 THEN d.{} END", dnn(agg), dsum(agg)),
+            AggKind::Avg { .. } => {
+                format!(
+                    "CASE WHEN d.{nn} > 0 THEN d.{s} / d.{nn} END",
+                    nn = dnn(agg),
+                    s = dsum(agg)
+                )
+            }
+            AggKind::Min | AggKind::Max => format!("d.{}", dins(agg)),
+        });
+    }
+    values.push(format!("d.{ROW_ID}"));
+    values.push("d.__pgt_dc".to_string());
+    for agg in aggs {
+        match &agg.kind {
+            AggKind::CountStar | AggKind::Count => {}
+            AggKind::Sum | AggKind::Min | AggKind::Max => values.push(format!("d.{}", dnn(agg))),
+            AggKind::Avg { .. } => {
+                values.push(format!(
+                    "CASE WHEN d.{} > 0 THEN d.{} END",
+                    dnn(agg),
+                    dsum(agg)
+                ));
+                values.push(format!("d.{}", dnn(agg)));
+            }
+        }
+    }
+    out.push(stmt(
+        format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {delta} d WHERE d.__pgt_dc > 0 \
+             AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{ROW_ID} = d.{ROW_ID})",
+            groups_storage_columns(plan, aggs).join(", "),
+            values.join(", "),
+            delta = s.delta
+        ),
+        Tally::Inserted,
+    ));
+    out
+}
+
+/// Statements that recompute, from the full core, the groups listed in the
+/// rescan table.
+pub(super) fn rescan_groups(
+    plan: &Plan,
+    table: &str,
+    full_core: &Core,
+    group_columns: &[usize],
+    aggs: &[Agg],
+    s: &Scratch,
+) -> Vec<Statement> {
+    vec![
+        stmt(
+            format!(
+                "DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})",
+                s.rescan
+            ),
+            Tally::Deleted,
+        ),
+        stmt(
+            groups_insert(plan, table, full_core, group_columns, aggs, Some(&s.rescan)),
+            Tally::Inserted,
+        ),
+    ]
+}
+
+pub(super) fn has_extremum(aggs: &[Agg]) -> bool {
+    aggs.iter()
+        .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+}

@@ -1,0 +1,214 @@
+//! The SQL of full and differential refreshes, built around printed cores.
+//!
+//! A *core* is a select-project-join query printed by `flat`: its outputs
+//! are `c0 .. c{k-1}` (the visible columns, or group keys then aggregate
+//! arguments) followed by `__pgt_rid_<i>` and `__pgt_w_<i>` for each of its
+//! `relations` sources: the identity of the source row and its weight (+1
+//! for a row of the full contents or an inserted row, -1 for a deleted row).
+//! A core's rows weigh the product of its sources' weights times `sign`
+//! (inclusion–exclusion when several sources changed).
+
+use super::plan::{
+    nonnull_state, sum_state, Agg, AggKind, Plan, Shape, ANCHOR, COUNT, ROW_ID, SOURCE_ROWS,
+};
+use crate::quote::{ident, literal};
+
+mod anchored;
+mod groups;
+mod recomputed;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+pub use anchored::anchored_apply;
+use anchored::anchored_insert;
+use groups::{group_hash, groups_apply, groups_insert, has_extremum, rescan_groups};
+use recomputed::{recomputed_apply, recomputed_insert};
+use rows::{rows_apply, rows_full_insert};
+
+/// A printed core and how its rows count.
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub sql: String,
+    pub relations: usize,
+    pub branch: usize,
+    pub sign: i64,
+}
+
+/// Whether a statement's row count goes to rows_inserted or rows_deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    None,
+    Inserted,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sql: String,
+    pub tally: Tally,
+}
+
+fn stmt(sql: String, tally: Tally) -> Statement {
+    Statement { sql, tally }
+}
+
+const HASH: &str = "pgtrickle.pg_trickle_hash_multi";
+
+fn c(i: usize) -> String {
+    format!("c{i}")
+}
+
+/// `a IS NULL ? b : b IS NULL ? a : a + b` — adding partial sums.
+fn add_nullable(a: &str, b: &str) -> String {
+    format!("CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} ELSE {a} + {b} END")
+}
+
+fn weight_expr(core: &Core, alias: &str) -> String {
+    let mut parts: Vec<String> = (0..core.relations)
+        .map(|i| format!("{alias}.__pgt_w_{i}"))
+        .collect();
+    if core.sign != 1 {
+        parts.push(format!("({})", core.sign));
+    }
+    if parts.is_empty() {
+        "1::bigint".to_string()
+    } else {
+        parts.join(" * ")
+    }
+}
+
+fn union_all(parts: Vec<String>) -> String {
+    parts
+        .into_iter()
+        .map(|p| format!("({p})"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+fn visible_list(plan: &Plan) -> Vec<String> {
+    plan.columns.iter().map(|col| ident(&col.name)).collect()
+}
+
+fn copy_row_id(ident_expr: &str, k: &str) -> String {
+    format!("{HASH}(ARRAY[{ident_expr}::text, {k}::text])")
+}
+
+/// Statements that fill an empty storage table from the full cores (or
+/// from the defining query, for shapes that keep no state).
+pub fn full_insert(
+    plan: &Plan,
+    table: &str,
+    cores: &[Core],
+    defining_query: &str,
+) -> Vec<Statement> {
+    match &plan.shape {
+        Shape::FullOnly => vec![full_only_insert(plan, table, defining_query)],
+        Shape::RecomputedGroups { group_columns } => {
+            vec![recomputed_insert(
+                plan,
+                table,
+                defining_query,
+                group_columns,
+                None,
+            )]
+        }
+        Shape::AnchoredRows { anchor } => {
+            vec![anchored_insert(plan, table, &cores[0], *anchor, None)]
+        }
+        Shape::Rows { .. } => vec![stmt(rows_full_insert(plan, table, cores), Tally::Inserted)],
+        Shape::Groups {
+            group_columns,
+            aggs,
+        } => {
+            vec![stmt(
+                groups_insert(plan, table, &cores[0], group_columns, aggs, None),
+                Tally::Inserted,
+            )]
+        }
+    }
+}
+
+/// Insert of a query recomputed in full, for stream tables without a
+/// differential plan.
+fn full_only_insert(plan: &Plan, table: &str, defining_query: &str) -> Statement {
+    let cols = visible_list(plan);
+    let q_cols: Vec<String> = cols.iter().map(|c| format!("q.{c}")).collect();
+    stmt(
+        format!(
+            "INSERT INTO {table} ({}, {ROW_ID}) SELECT {}, row_number() OVER () FROM ({defining_query}) q",
+            cols.join(", "),
+            q_cols.join(", ")
+        ),
+        Tally::Inserted,
+    )
+}
+
+/// Names of the temporary tables one refresh uses.
+pub struct Scratch {
+    pub delta: String,
+    pub merge: String,
+    pub rescan: String,
+}
+
+impl Scratch {
+    pub fn for_stream_table(pgt_id: i64) -> Scratch {
+        Scratch {
+            delta: format!("pg_temp.pgt_delta_{pgt_id}"),
+            merge: format!("pg_temp.pgt_merge_{pgt_id}"),
+            rescan: format!("pg_temp.pgt_rescan_{pgt_id}"),
+        }
+    }
+
+    fn drop(tables: &[&String]) -> Statement {
+        let names: Vec<&str> = tables.iter().map(|t| t.as_str()).collect();
+        stmt(format!("DROP TABLE {}", names.join(", ")), Tally::None)
+    }
+}
+
+/// Statements that apply the delta cores to the storage table. `full_core`
+/// (the block over full contents) recomputes groups whose MIN/MAX lost its
+/// value.
+pub fn differential_apply(
+    plan: &Plan,
+    table: &str,
+    cores: &[Core],
+    full_core: &Core,
+    defining_query: &str,
+    scratch: &Scratch,
+) -> Vec<Statement> {
+    match &plan.shape {
+        Shape::FullOnly => unreachable!("full-only stream tables have no delta"),
+        Shape::RecomputedGroups { group_columns } => {
+            recomputed_apply(plan, table, cores, defining_query, group_columns, scratch)
+        }
+        Shape::AnchoredRows { .. } => {
+            unreachable!("stream tables with LEFT JOINs are refreshed with anchored_apply")
+        }
+        Shape::Rows { .. } => {
+            let mut out = rows_apply(plan, table, cores, scratch);
+            out.push(Scratch::drop(&[&scratch.delta, &scratch.merge]));
+            out
+        }
+        Shape::Groups {
+            group_columns,
+            aggs,
+        } => {
+            let mut out = groups_apply(plan, table, cores, group_columns, aggs, scratch);
+            if has_extremum(aggs) {
+                out.extend(rescan_groups(
+                    plan,
+                    table,
+                    full_core,
+                    group_columns,
+                    aggs,
+                    scratch,
+                ));
+                out.push(Scratch::drop(&[&scratch.delta, &scratch.rescan]));
+            } else {
+                out.push(Scratch::drop(&[&scratch.delta]));
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Unit tests of the generated refresh SQL.
+use super::*;
+use crate::dvm::plan::Column;
+
+fn col(name: &str, ty: &str) -> Column {
+    Column {
+        name: name.into(),
+        type_sql: ty.into(),
+    }
+}
+
+fn core(sql: &str, relations: usize, sign: i64) -> Core {
+    Core {
+        sql: sql.into(),
+        relations,
+        branch: 0,
+        sign,
+    }
+}
+
+#[test]
+fn weights_multiply_and_carry_the_sign() {
+    assert_eq!(
+        weight_expr(&core("x", 2, -1), "f"),
+        "f.__pgt_w_0 * f.__pgt_w_1 * (-1)"
+    );
+    assert_eq!(weight_expr(&core("x", 1, 1), "f"), "f.__pgt_w_0");
+}
+
+#[test]
+fn rows_delta_nets_per_identity_and_keeps_copies() {
+    let plan = Plan {
+        columns: vec![col("id", "integer")],
+        shape: Shape::Rows { branches: 1 },
+    };
+    let stmts = differential_apply(
+        &plan,
+        "\"s\".\"t\"",
+        &[core("SELECT 1", 1, 1)],
+        &core("F", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(7),
+    );
+    let sql: Vec<&str> = stmts.iter().map(|s| s.sql.as_str()).collect();
+    assert!(sql[0].contains("sum(u.__pgt_w) OVER (PARTITION BY u.__pgt_ident)"));
+    assert!(sql[0].contains("pg_temp.pgt_delta_7"));
+    assert_eq!(
+        sql.last().unwrap(),
+        &"DROP TABLE pg_temp.pgt_delta_7, pg_temp.pgt_merge_7"
+    );
+    assert!(sql.iter().any(|s| s.starts_with("DELETE FROM \"s\".\"t\"")));
+    assert_eq!(
+        stmts.iter().filter(|s| s.tally == Tally::Inserted).count(),
+        1
+    );
+}
+
+#[test]
+fn grouped_apply_keeps_sums_null_when_no_values_remain() {
+    let plan = Plan {
+        columns: vec![col("g", "integer"), col("s", "bigint"), col("m", "integer")],
+        shape: Shape::Groups {
+            group_columns: vec![0],
+            aggs: vec![
+                Agg {
+                    kind: AggKind::Sum,
+                    column: 1,
+                    arg: Some(1),
+                },
+                Agg {
+                    kind: AggKind::Min,
+                    column: 2,
+                    arg: Some(2),
+                },
+            ],
+        },
+    };
+    let stmts = differential_apply(
+        &plan,
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(1),
+    );
+    let update = stmts.iter().find(|s| s.sql.starts_with("UPDATE")).unwrap();
+    assert!(update
+        .sql
+        .contains("\"s\" = CASE WHEN (t.__pgt_nn_1 + d.__pgt_dnn_1) > 0"));
+    assert!(stmts
+        .iter()
+        .any(|s| s.sql.contains("CREATE TEMP TABLE pg_temp.pgt_rescan_1")));
+    // MIN candidates come from weights netted per value.
+    assert!(stmts[0]
+        .sql
+        .contains("sum(u.__pgt_w) AS nw FROM u GROUP BY"));
+    assert!(stmts.iter().any(|s| s.sql.contains("FROM (FULL) f WHERE")));
+}
+
+#[test]
+fn scalar_extremum_is_recomputed_only_when_listed() {
+    let plan = Plan {
+        columns: vec![col("lo", "integer")],
+        shape: Shape::Groups {
+            group_columns: vec![],
+            aggs: vec![Agg {
+                kind: AggKind::Min,
+                column: 0,
+                arg: Some(0),
+            }],
+        },
+    };
+    let stmts = differential_apply(
+        &plan,
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("F", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(3),
+    );
+    let rescan = stmts
+        .iter()
+        .find(|s| s.sql.starts_with("INSERT INTO t") && s.sql.contains("FROM (F) f"))
+        .unwrap();
+    assert!(
+        rescan
+            .sql
+            .ends_with("HAVING EXISTS (SELECT FROM pg_temp.pgt_rescan_3)"),
+        "{}",
+        rescan.sql
+    );
+}
+
+#[test]
+fn recomputed_groups_replace_the_groups_a_change_touches() {
+    let plan = Plan {
+        columns: vec![col("g", "integer"), col("n", "bigint")],
+        shape: Shape::RecomputedGroups {
+            group_columns: vec![0],
+        },
+    };
+    let stmts = differential_apply(
+        &plan,
+        "t",
+        &[core("CORE", 1, 1)],
+        &core("F", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(4),
+    );
+    assert!(stmts[0]
+        .sql
+        .contains("SELECT DISTINCT pgtrickle.pg_trickle_hash_multi(ARRAY[u.c0::text])"));
+    assert_eq!(stmts[1].tally, Tally::Deleted);
+    assert!(stmts[2].sql.ends_with("FROM (Q) q WHERE pgtrickle.pg_trickle_hash_multi(ARRAY[q.\"g\"::text]) IN (SELECT __pgt_row_id FROM pg_temp.pgt_delta_4)"), "{}", stmts[2].sql);
+}
+
+#[test]
+fn anchored_rows_are_found_by_stored_identities_and_recomputed() {
+    let plan = Plan {
+        columns: vec![col("a", "integer"), col("b", "integer")],
+        shape: Shape::AnchoredRows { anchor: 0 },
+    };
+    let stmts = anchored_apply(
+        &plan,
+        "t",
+        &[(core("INS", 2, 1), 1)],
+        &["SELECT rid FROM buf".to_string()],
+        &core("FULL", 2, 1),
+        &Scratch::for_stream_table(5),
+    );
+    assert!(
+        stmts[0]
+            .sql
+            .contains("FROM (INS) f WHERE f.__pgt_rid_1 IS NOT NULL"),
+        "{}",
+        stmts[0].sql
+    );
+    assert!(
+        stmts[0].sql.contains(
+            "t.__pgt_source_rows && ARRAY(SELECT r FROM ((SELECT rid FROM buf)) d(r))::bigint[]"
+        ),
+        "{}",
+        stmts[0].sql
+    );
+    assert!(stmts[1]
+        .sql
+        .starts_with("DELETE FROM t WHERE __pgt_anchor IN"));
+    assert!(
+        stmts[2]
+            .sql
+            .contains("FROM (FULL) f WHERE f.__pgt_rid_0 IN (SELECT a FROM pg_temp.pgt_delta_5)"),
+        "{}",
+        stmts[2].sql
+    );
+    assert!(anchored_apply(
+        &plan,
+        "t",
+        &[],
+        &[],
+        &core("FULL", 2, 1),
+        &Scratch::for_stream_table(5)
+    )
+    .is_empty());
+}
+
+#[test]
+fn scalar_aggregates_never_delete_their_row() {
+    let plan = Plan {
+        columns: vec![col("n", "bigint")],
+        shape: Shape::Groups {
+            group_columns: vec![],
+            aggs: vec![Agg {
+                kind: AggKind::CountStar,
+                column: 0,
+                arg: None,
+            }],
+        },
+    };
+    let stmts = differential_apply(
+        &plan,
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("F", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(1),
+    );
+    assert!(!stmts.iter().any(|s| s.sql.starts_with("DELETE")));
+    assert!(stmts[0].sql.contains("HAVING count(*) > 0"));
+}
