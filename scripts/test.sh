@@ -75,7 +75,7 @@ build_previous_library() {
 
 run_e2e() {
     PGT_PG_VERSION=$1 PGT_PREVIOUS_LIB_DIR="$PREVIOUS_ROOT/pg$1" \
-        cargo test -p pgtrickle-e2e -- --test-threads="${PGT_E2E_THREADS:-2}"
+        cargo test -p pgtrickle-e2e -p pgtrickle-cli -- --test-threads="${PGT_E2E_THREADS:-2}"
 }
 
 step "unit tests (pgtrickle-core)" cargo test -p pgtrickle-core
