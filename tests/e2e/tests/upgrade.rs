@@ -22,7 +22,9 @@ fn create_previous(client: &mut Client) {
 }
 
 fn new_database(cluster: &Cluster, admin: &mut Client, name: &str) -> Client {
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
     cluster.connect_to(name)
 }
 
@@ -34,18 +36,33 @@ fn the_upgrade_chain_reaches_the_objects_of_a_fresh_install() {
     fresh.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
     let mut upgraded = new_database(&cluster, &mut admin, "upgraded");
     create_previous(&mut upgraded);
-    upgraded.batch_execute("ALTER EXTENSION pg_trickle UPDATE").unwrap();
-    let diff = InventoryDiff::between(&extension_inventory(&mut fresh), &extension_inventory(&mut upgraded));
-    assert!(diff.is_empty(), "the upgrade chain does not reach a fresh install:\n{}", diff.report());
+    upgraded
+        .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
+        .unwrap();
+    let diff = InventoryDiff::between(
+        &extension_inventory(&mut fresh),
+        &extension_inventory(&mut upgraded),
+    );
+    assert!(
+        diff.is_empty(),
+        "the upgrade chain does not reach a fresh install:\n{}",
+        diff.report()
+    );
     let versions: Vec<String> = upgraded
-        .query("SELECT version FROM pgtrickle.pgt_schema_version ORDER BY applied_at, version", &[])
+        .query(
+            "SELECT version FROM pgtrickle.pgt_schema_version ORDER BY applied_at, version",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(versions.first().map(String::as_str), Some(PREVIOUS));
     let current: String = upgraded
-        .query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'", &[])
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(versions.last(), Some(&current));
@@ -57,7 +74,10 @@ fn the_upgrade_chain_reaches_the_objects_of_a_fresh_install() {
     ))
     .unwrap();
     let lib = upgraded
-        .query_one("SELECT probin FROM pg_proc WHERE oid = 'pgtrickle.version()'::regprocedure", &[])
+        .query_one(
+            "SELECT probin FROM pg_proc WHERE oid = 'pgtrickle.version()'::regprocedure",
+            &[],
+        )
         .unwrap()
         .get::<_, String>(0);
     upgraded
@@ -83,8 +103,13 @@ fn the_check_names_a_missing_function_and_a_missing_column() {
         .unwrap();
     let mut upgraded = new_database(&cluster, &mut admin, "upgraded");
     create_previous(&mut upgraded);
-    upgraded.batch_execute("ALTER EXTENSION pg_trickle UPDATE").unwrap();
-    let diff = InventoryDiff::between(&extension_inventory(&mut fresh), &extension_inventory(&mut upgraded));
+    upgraded
+        .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
+        .unwrap();
+    let diff = InventoryDiff::between(
+        &extension_inventory(&mut fresh),
+        &extension_inventory(&mut upgraded),
+    );
     let report = diff.report();
     assert!(
         report.contains("missing after upgrade: function pgtrickle.forgotten(integer) (n integer) returns integer"),
@@ -101,8 +126,16 @@ fn the_check_names_a_missing_function_and_a_missing_column() {
     create_previous(&mut stale);
     let mut clean = new_database(&cluster, &mut admin, "clean");
     clean.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
-    let diff = InventoryDiff::between(&extension_inventory(&mut clean), &extension_inventory(&mut stale));
-    assert!(diff.report().contains("missing after upgrade: function pgtrickle.migrate()"), "{}", diff.report());
+    let diff = InventoryDiff::between(
+        &extension_inventory(&mut clean),
+        &extension_inventory(&mut stale),
+    );
+    assert!(
+        diff.report()
+            .contains("missing after upgrade: function pgtrickle.migrate()"),
+        "{}",
+        diff.report()
+    );
 }
 
 fn exact(client: &mut Client, st: &str, cols: &str, query: &str) -> bool {
@@ -136,7 +169,10 @@ fn create_stream_tables(client: &mut Client) {
     client.batch_execute(SETUP).unwrap();
     for (name, query, _) in STREAM_TABLES {
         client
-            .execute("SELECT pgtrickle.create_stream_table($1, $2, NULL)", &[name, query])
+            .execute(
+                "SELECT pgtrickle.create_stream_table($1, $2, NULL)",
+                &[name, query],
+            )
             .unwrap();
     }
     client.batch_execute("SELECT pgtrickle.create_stream_table('ranked', 'SELECT id, rank() OVER (ORDER BY amount) AS r FROM orders', NULL, 'AUTO')").unwrap();
@@ -158,7 +194,10 @@ fn change_sources(client: &mut Client, step: i32) {
 fn assert_all_exact(client: &mut Client) {
     for (name, query, cols) in STREAM_TABLES {
         let query = query.replace("FROM by_region", "FROM (SELECT c.region, sum(o.amount) AS total FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region) x");
-        assert!(exact(client, name, cols, &query), "{name} differs from its query");
+        assert!(
+            exact(client, name, cols, &query),
+            "{name} differs from its query"
+        );
     }
 }
 
@@ -172,35 +211,62 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 
 fn scheduler_refreshes(client: &mut Client) -> i64 {
     client
-        .query_one("SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER'", &[])
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'SCHEDULER'",
+            &[],
+        )
         .unwrap()
         .get(0)
 }
 
 fn refresh_all(client: &mut Client) {
     for (name, _, _) in STREAM_TABLES {
-        client.execute("SELECT pgtrickle.refresh_stream_table($1)", &[name]).unwrap();
+        client
+            .execute("SELECT pgtrickle.refresh_stream_table($1)", &[name])
+            .unwrap();
     }
 }
 
 /// After `ALTER EXTENSION ... UPDATE`: same objects as fresh, stream tables
 /// refresh differentially and exactly, the scheduler runs them again.
 fn check_after_update(cluster: &Cluster, client: &mut Client) {
-    let version: String = client.query_one("SELECT pgtrickle.version()", &[]).unwrap().get(0);
-    let sql_version: String =
-        client.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'", &[]).unwrap().get(0);
+    let version: String = client
+        .query_one("SELECT pgtrickle.version()", &[])
+        .unwrap()
+        .get(0);
+    let sql_version: String = client
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(version, sql_version);
     let mut admin = cluster.connect();
     let mut fresh = new_database(cluster, &mut admin, "fresh_for_compare");
     fresh.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
-    let diff = InventoryDiff::between(&extension_inventory(&mut fresh), &extension_inventory(client));
+    let diff = InventoryDiff::between(
+        &extension_inventory(&mut fresh),
+        &extension_inventory(client),
+    );
     assert!(diff.is_empty(), "{}", diff.report());
-    let report: Vec<(String, String)> =
-        client.query("SELECT object, action FROM pgtrickle.migrate()", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let report: Vec<(String, String)> = client
+        .query("SELECT object, action FROM pgtrickle.migrate()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     assert!(!report.is_empty());
-    let again: Vec<String> =
-        client.query("SELECT action FROM pgtrickle.migrate()", &[]).unwrap().iter().map(|r| r.get(0)).collect();
-    assert!(again.iter().all(|a| a == "unchanged"), "migrate() is idempotent: {again:?}");
+    let again: Vec<String> = client
+        .query("SELECT action FROM pgtrickle.migrate()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        again.iter().all(|a| a == "unchanged"),
+        "migrate() is idempotent: {again:?}"
+    );
     change_sources(client, 3);
     refresh_all(client);
     assert_all_exact(client);
@@ -214,36 +280,61 @@ fn check_after_update(cluster: &Cluster, client: &mut Client) {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(last_actions.iter().all(|a| a == "DIFFERENTIAL"), "{last_actions:?}");
+    assert!(
+        last_actions.iter().all(|a| a == "DIFFERENTIAL"),
+        "{last_actions:?}"
+    );
     // The scheduler picks them up again.
     client
         .batch_execute("SELECT pgtrickle.alter_stream_table('big', schedule => '1s')")
         .unwrap();
     change_sources(client, 4);
-    wait_until("a scheduled refresh after the update", || scheduler_refreshes(client) > 0);
-    wait_until("big to catch up", || exact(client, "big", "id, amount", "SELECT id, amount FROM orders WHERE amount > 150"));
+    wait_until("a scheduled refresh after the update", || {
+        scheduler_refreshes(client) > 0
+    });
+    wait_until("big to catch up", || {
+        exact(
+            client,
+            "big",
+            "id, amount",
+            "SELECT id, amount FROM orders WHERE amount > 150",
+        )
+    });
 }
 
 #[test]
 fn stream_tables_made_on_the_previous_release_survive_the_upgrade() {
-    let cluster = Cluster::start_with(&["pg_trickle.min_schedule_seconds = 1", "pg_trickle.scheduler_interval_ms = 100"]);
+    let cluster = Cluster::start_with(&[
+        "pg_trickle.min_schedule_seconds = 1",
+        "pg_trickle.scheduler_interval_ms = 100",
+    ]);
     let mut admin = cluster.connect();
     let mut client = new_database(&cluster, &mut admin, "app");
     create_previous(&mut client);
     create_stream_tables(&mut client);
-    client.batch_execute("SELECT pgtrickle.alter_stream_table('regions_over', schedule => '1s')").unwrap();
+    client
+        .batch_execute("SELECT pgtrickle.alter_stream_table('regions_over', schedule => '1s')")
+        .unwrap();
     change_sources(&mut client, 1);
     refresh_all(&mut client);
     assert_all_exact(&mut client);
     change_sources(&mut client, 2);
     // Library and SQL differ: the scheduler waits and says why.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(scheduler_refreshes(&mut client), 0, "no scheduled refresh before the update");
+    assert_eq!(
+        scheduler_refreshes(&mut client),
+        0,
+        "no scheduled refresh before the update"
+    );
     assert!(
-        cluster.log().contains("run ALTER EXTENSION pg_trickle UPDATE"),
+        cluster
+            .log()
+            .contains("run ALTER EXTENSION pg_trickle UPDATE"),
         "the scheduler warns about the version difference"
     );
-    client.batch_execute("ALTER EXTENSION pg_trickle UPDATE").unwrap();
+    client
+        .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
+        .unwrap();
     check_after_update(&cluster, &mut client);
 }
 
@@ -252,7 +343,10 @@ fn a_real_previous_library_hands_over() {
     let dir = std::env::var("PGT_PREVIOUS_LIB_DIR").expect(
         "PGT_PREVIOUS_LIB_DIR must name a directory holding the previous release's pg_trickle.so (scripts/test.sh builds it from the v0.1.0 tag)",
     );
-    assert!(std::path::Path::new(&dir).join("pg_trickle.so").exists(), "no pg_trickle.so in {dir}");
+    assert!(
+        std::path::Path::new(&dir).join("pg_trickle.so").exists(),
+        "no pg_trickle.so in {dir}"
+    );
     // The previous library is found first; the current one after the swap.
     let cluster = Cluster::start_with(&[
         "pg_trickle.min_schedule_seconds = 1",
@@ -262,7 +356,10 @@ fn a_real_previous_library_hands_over() {
     let mut admin = cluster.connect();
     let mut client = new_database(&cluster, &mut admin, "app");
     create_previous(&mut client);
-    let loaded: String = client.query_one("SELECT pgtrickle.version()", &[]).unwrap().get(0);
+    let loaded: String = client
+        .query_one("SELECT pgtrickle.version()", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(loaded, PREVIOUS, "the previous library is loaded");
     create_stream_tables(&mut client);
     change_sources(&mut client, 1);
@@ -274,7 +371,9 @@ fn a_real_previous_library_hands_over() {
     cluster.set_conf("dynamic_library_path", "'$libdir'");
     cluster.restart();
     let mut client = cluster.connect_to("app");
-    client.batch_execute("ALTER EXTENSION pg_trickle UPDATE").unwrap();
+    client
+        .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
+        .unwrap();
     refresh_all(&mut client);
     assert_all_exact(&mut client);
     check_after_update(&cluster, &mut client);
