@@ -15,9 +15,11 @@ CREATE TABLE bench.hist    (scenario text, step text, rep int, action text, delt
 -- stream table vs fresh evaluation of its query (EXCEPT ALL both ways)
 CREATE TABLE bench.checks  (scenario text, step text, mismatches bigint);
 -- pgbench results and the scheduler's refreshes during each run
-CREATE TABLE bench.pgbench (with_st bool, clients int, round int, tps float8, latency_ms float8);
+CREATE TABLE bench.pgbench (setup text, clients int, round int, tps float8, latency_ms float8);
 CREATE TABLE bench.sched   (clients int, round int, refreshes bigint, failed bigint,
                             mean_ms float8, max_ms float8, delta_rows bigint, actions text);
+-- pg_stat_activity of the pgbench sessions, sampled every 0.2 s
+CREATE TABLE bench.waits   (setup text, clients int, wait text, sessions bigint);
 
 DROP TABLE IF EXISTS orders, customers CASCADE;
 CREATE TABLE customers (
