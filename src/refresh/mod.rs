@@ -90,6 +90,10 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
         )));
     }
     let start_time = spi::query_value("SELECT pg_catalog.clock_timestamp()::text").expect("clock");
+    // Whether this transaction wrote anything before the refresh: only then
+    // can the buffers hold changes of its own that the refresh consumes.
+    let wrote_before =
+        spi::query_value("SELECT pg_catalog.pg_current_xact_id_if_assigned()::text").is_some();
     let snapshot = PinnedSnapshot::take();
     let owner = st.owner();
     let analysis = analyze(&st.defining_query)?;
@@ -104,36 +108,35 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
     let windows: Vec<SourceWindow> = match &st.frontier {
         Some(f) if st.is_populated && plan.is_differential() => sources
             .iter()
-            .map(|&s| SourceWindow::measure(s, f, &snapshot))
+            .map(|&s| SourceWindow::measure(s, f, &snapshot, st.refresh_mode == "AUTO"))
             .collect(),
         _ => Vec::new(),
     };
     let decision = decide(st, &analysis, &windows);
-    let (tally, action) = spi::as_role(owner, || -> PgtResult<((i64, i64), &'static str)> {
-        // Change buffers hold every row of the sources: check that the
-        // owner may still read what the query reads, as a fresh query would.
-        spi::execute(&format!(
-            "SELECT FROM ({}) pgt_privilege_check LIMIT 0",
-            st.defining_query
-        ));
-        match &decision {
-            Decision::Full(_) => Ok((
-                run(&full_statements(st, &plan, &analysis)?, &snapshot),
-                "FULL",
-            )),
-            Decision::NoData => Ok(((0, 0), "NO_DATA")),
-            Decision::Differential => {
-                let stmts = differential_statements(st, &plan, &analysis, &windows)?;
-                Ok((run(&stmts, &snapshot), "DIFFERENTIAL"))
+    let (tally, action) = spi::as_role(
+        owner,
+        || -> PgtResult<((i64, i64, Option<i64>), &'static str)> {
+            // Change buffers hold every row of the sources: check that the
+            // owner may still read what the query reads, as a fresh query would.
+            spi::execute(&format!(
+                "SELECT FROM ({}) pgt_privilege_check LIMIT 0",
+                st.defining_query
+            ));
+            match &decision {
+                Decision::Full(_) => Ok((
+                    run(&full_statements(st, &plan, &analysis)?, &snapshot),
+                    "FULL",
+                )),
+                Decision::NoData => Ok(((0, 0, Some(0)), "NO_DATA")),
+                Decision::Differential => {
+                    let stmts = differential_statements(st, &plan, &analysis, &windows)?;
+                    Ok((run(&stmts, &snapshot), "DIFFERENTIAL"))
+                }
             }
-        }
-    })?;
-    let new_frontier = capture_frontier(&sources, &snapshot);
-    let delta_rows = if windows.is_empty() {
-        None
-    } else {
-        Some(windows.iter().map(|w| w.changes).sum())
-    };
+        },
+    )?;
+    let new_frontier = capture_frontier(if wrote_before { &sources } else { &[] }, &snapshot);
+    let delta_rows = tally.2;
     let reason = match &decision {
         Decision::Full(reason) => Some(reason.clone()),
         _ => None,
@@ -172,7 +175,7 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
                 reason: reason.as_deref(),
                 error_message: None,
             });
-            notify_refresh(st, action, tally, &start_time);
+            notify_refresh(st, action, (tally.0, tally.1), &start_time);
         }
         cleanup::consumed_changes(&sources);
     });
@@ -252,7 +255,9 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
 /// Runs statements as of `snapshot`; returns (rows inserted, rows deleted).
 /// With `pg_trickle.merge_planner_hints`, `work_mem` is raised to
 /// `pg_trickle.merge_work_mem_mb` for these statements only.
-fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64) {
+/// Runs statements as of `snapshot`; returns (rows inserted, rows deleted,
+/// rows of the netted delta if there was one).
+fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option<i64>) {
     let saved_work_mem = config::MERGE_PLANNER_HINTS.get().then(|| {
         let saved =
             spi::query_value("SELECT pg_catalog.current_setting('work_mem')").unwrap_or_default();
@@ -262,12 +267,13 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64) {
         ));
         saved
     });
-    let mut tally = (0, 0);
+    let mut tally = (0, 0, None);
     for statement in statements {
         let n = spi::execute_at(&statement.sql, snapshot) as i64;
         match statement.tally {
             Tally::Inserted => tally.0 += n,
             Tally::Deleted => tally.1 += n,
+            Tally::Delta => tally.2 = Some(tally.2.unwrap_or(0) + n),
             Tally::None => {}
         }
     }
@@ -447,7 +453,10 @@ fn anchored_statements(
     ))
 }
 
-fn capture_frontier(sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
+/// The frontier of a refresh that read as of `snapshot`. `own_sources` are
+/// the sources whose buffers may hold changes this transaction made before
+/// the refresh (none when it had not written anything).
+fn capture_frontier(own_sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
     let row = spi::query_at(
         "SELECT pg_catalog.pg_current_snapshot()::text, pg_catalog.pg_current_xact_id_if_assigned()::text, \
          pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.clock_timestamp()::text",
@@ -459,7 +468,7 @@ fn capture_frontier(sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
     let own_xid = row[1].clone();
     let mut own_max_change = BTreeMap::new();
     if let Some(xid) = &own_xid {
-        for &source in sources {
+        for &source in own_sources {
             if let Some(objects) = crate::cdc::CdcObjects::existing(source) {
                 let max = spi::as_role(spi::superuser(), || {
                     spi::query_value(&format!(

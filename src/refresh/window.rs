@@ -9,7 +9,8 @@ pub struct SourceWindow {
     pub source: Oid,
     pub name: String,
     pub buffer: String,
-    /// Row images (inserts + deletes) in the window.
+    /// Row images (inserts + deletes) in the window; when not `counted`, 1
+    /// if there is any.
     pub changes: i64,
     /// A TRUNCATE happened in the window.
     pub truncated: bool,
@@ -22,7 +23,15 @@ pub struct SourceWindow {
 }
 
 impl SourceWindow {
-    pub fn measure(source: Oid, frontier: &Frontier, snapshot: &PinnedSnapshot) -> SourceWindow {
+    /// Looks at the changes of `source` after `frontier`. Counting them all
+    /// costs a scan of the window, which only AUTO's ratio needs; otherwise
+    /// it is enough to know whether there is any.
+    pub fn measure(
+        source: Oid,
+        frontier: &Frontier,
+        snapshot: &PinnedSnapshot,
+        count: bool,
+    ) -> SourceWindow {
         let oid = source.to_u32();
         let meta = spi::query(&format!(
             "SELECT c.oid::regclass::text, c.reltuples::text, c.relrowsecurity::text \
@@ -52,11 +61,20 @@ impl SourceWindow {
         let buffer = objects.buffer_name();
         let row = spi::as_role(spi::superuser(), || {
             spi::query_at(
-                &format!(
-                    "SELECT count(*) FILTER (WHERE r.action <> 'T')::text, coalesce(bool_or(r.action = 'T'), false)::text \
-                     FROM {buffer} r WHERE {}",
-                    frontier.window(source, "r")
-                ),
+                &if count {
+                    format!(
+                        "SELECT count(*) FILTER (WHERE r.action <> 'T')::text, \
+                                coalesce(bool_or(r.action = 'T'), false)::text \
+                         FROM {buffer} r WHERE {}",
+                        frontier.window(source, "r")
+                    )
+                } else {
+                    format!(
+                        "SELECT EXISTS (SELECT FROM {buffer} r WHERE r.action <> 'T' AND {w})::int::text, \
+                                EXISTS (SELECT FROM {buffer} r WHERE r.action = 'T' AND {w})::text",
+                        w = frontier.window(source, "r")
+                    )
+                },
                 snapshot,
             )
         });

@@ -89,8 +89,9 @@ pub fn anchored_apply(
                 scratch.delta,
                 union_all(sources)
             ),
-            Tally::None,
+            Tally::Delta,
         ),
+        analyze(&scratch.delta),
         stmt(
             format!(
                 "DELETE FROM {table} WHERE {ANCHOR} IN (SELECT a FROM {})",

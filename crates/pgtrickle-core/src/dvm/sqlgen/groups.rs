@@ -231,8 +231,9 @@ pub(super) fn groups_apply(
             extremum_cols.join(", "),
             extremum_joins.join("")
         ),
-        Tally::None,
+        Tally::Delta,
     )];
+    out.push(analyze(&s.delta));
 
     // Groups whose MIN/MAX lost its current value must be recomputed.
     let extremum_aggs: Vec<&Agg> = aggs

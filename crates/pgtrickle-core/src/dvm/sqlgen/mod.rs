@@ -41,6 +41,8 @@ pub enum Tally {
     None,
     Inserted,
     Deleted,
+    /// Rows of the netted delta (history's `delta_rows`).
+    Delta,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,12 @@ pub struct Statement {
 
 fn stmt(sql: String, tally: Tally) -> Statement {
     Statement { sql, tally }
+}
+
+/// Fresh statistics for a scratch table, so that joining it with the
+/// storage table uses the row-id index rather than a scan.
+fn analyze(table: &str) -> Statement {
+    stmt(format!("ANALYZE {table}"), Tally::None)
 }
 
 const HASH: &str = "pgtrickle.pg_trickle_hash_multi";

@@ -74,8 +74,9 @@ pub(super) fn recomputed_apply(
                 s.delta,
                 group_hash(&keys)
             ),
-            Tally::None,
+            Tally::Delta,
         ),
+        analyze(&s.delta),
         stmt(
             format!(
                 "DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})",

@@ -55,8 +55,9 @@ pub(super) fn rows_apply(plan: &Plan, table: &str, cores: &[Core], s: &Scratch) 
                 delta = s.delta,
                 picked = picked.join(", ")
             ),
-            Tally::None,
+            Tally::Delta,
         ),
+        analyze(&s.delta),
         // Old and new multiplicity of each identity (held by its first copy).
         stmt(
             format!(
@@ -69,10 +70,22 @@ pub(super) fn rows_apply(plan: &Plan, table: &str, cores: &[Core], s: &Scratch) 
             ),
             Tally::None,
         ),
+        analyze(&s.merge),
+        // Removed identities: their first copy, found through the index ...
+        stmt(
+            format!(
+                "DELETE FROM {table} t USING {merge} m \
+                 WHERE t.{ROW_ID} = {first_copy} AND m.__pgt_new = 0 AND m.__pgt_old > 0",
+                merge = s.merge
+            ),
+            Tally::Deleted,
+        ),
+        // ... and extra copies of exact duplicates, which are rare.
         stmt(
             format!(
                 "DELETE FROM {table} t USING (SELECT {rid} AS rid FROM {merge} m, \
-                 generate_series(m.__pgt_new + 1, m.__pgt_old) k) x WHERE t.{ROW_ID} = x.rid",
+                 generate_series(greatest(m.__pgt_new, 1) + 1, m.__pgt_old) k WHERE m.__pgt_old > 1) x \
+                 WHERE t.{ROW_ID} = x.rid",
                 rid = copy_row_id("m.__pgt_ident", "k"),
                 merge = s.merge
             ),
