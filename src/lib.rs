@@ -10,6 +10,7 @@ mod dvm;
 mod error;
 mod lifecycle;
 mod refresh;
+mod restore;
 mod scheduler;
 mod spi;
 

@@ -79,7 +79,7 @@ fn quoted_user_query(query: &str) -> String {
 }
 
 /// What a probe view of the query depends on.
-struct Dependencies {
+pub(crate) struct Dependencies {
     /// Per relation: kind (relkind) and the columns used.
     relations: BTreeMap<u32, (String, Vec<String>)>,
 }
@@ -110,7 +110,7 @@ fn functions_of(analysis: &Analysis) -> Vec<(String, String)> {
 
 /// Creates a temporary view of the query to learn, from pg_depend, which
 /// relations and columns it uses.
-fn probe_dependencies(query: &str) -> Dependencies {
+pub(crate) fn probe_dependencies(query: &str) -> Dependencies {
     spi::execute(&format!("CREATE TEMP VIEW pgt_probe AS {query}"));
     let relations = spi::query(
         "SELECT d.refobjid::bigint::text, c.relkind::text, \
@@ -173,6 +173,36 @@ fn column_snapshot(relid: u32) -> String {
     .unwrap_or_else(|| "[]".into())
 }
 
+/// Records the sources of a stream table in pgt_dependencies: the relations
+/// the query names (views included) and the tables a differential refresh
+/// reads. Runs as the caller of the catalog writes (the bootstrap superuser).
+pub(crate) fn record_dependencies(pgt_id: i64, deps: &Dependencies, base_tables: &[u32]) {
+    let mut dependency_oids: Vec<u32> = deps.relations.keys().copied().collect();
+    dependency_oids.extend(base_tables.iter().copied());
+    dependency_oids.sort();
+    dependency_oids.dedup();
+    for oid in dependency_oids {
+        let (relkind, columns) = deps.relations.get(&oid).cloned().unwrap_or_default();
+        let source_type = if relkind == "v" {
+            "VIEW"
+        } else if is_stream_table(oid) {
+            "STREAM_TABLE"
+        } else {
+            "TABLE"
+        };
+        let snapshot = column_snapshot(oid);
+        spi::execute(&format!(
+            "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_type, columns_used, column_snapshot, \
+             schema_fingerprint) VALUES ({pgt_id}, {oid}, {}, {}::text[], {}::jsonb, \
+             pgtrickle.pg_trickle_hash({})::text)",
+            literal(source_type),
+            literal(&format!("{{{}}}", columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\\\""))).collect::<Vec<_>>().join(","))),
+            literal(&snapshot),
+            literal(&snapshot),
+        ));
+    }
+}
+
 pub struct CreateRequest<'a> {
     pub name: &'a str,
     pub query: &'a str,
@@ -190,6 +220,7 @@ fn warn_on_version_mismatch() {
 
 pub fn create(req: CreateRequest) -> PgtResult<()> {
     warn_on_version_mismatch();
+    crate::restore::repair_if_restored()?;
     let mode = parse_mode(req.refresh_mode)?;
     let schedule = validate_schedule(req.schedule)?;
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -266,30 +297,7 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
         ))
         .and_then(|v| v.parse().ok())
         .expect("pgt_id");
-        let mut dependency_oids: Vec<u32> = deps.relations.keys().copied().collect();
-        dependency_oids.extend(base_tables.iter().copied());
-        dependency_oids.sort();
-        dependency_oids.dedup();
-        for oid in dependency_oids {
-            let (relkind, columns) = deps.relations.get(&oid).cloned().unwrap_or_default();
-            let source_type = if relkind == "v" {
-                "VIEW"
-            } else if is_stream_table(oid) {
-                "STREAM_TABLE"
-            } else {
-                "TABLE"
-            };
-            let snapshot = column_snapshot(oid);
-            spi::execute(&format!(
-                "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, source_type, columns_used, column_snapshot, \
-                 schema_fingerprint) VALUES ({id}, {oid}, {}, {}::text[], {}::jsonb, \
-                 pgtrickle.pg_trickle_hash({})::text)",
-                literal(source_type),
-                literal(&format!("{{{}}}", columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\\\""))).collect::<Vec<_>>().join(","))),
-                literal(&snapshot),
-                literal(&snapshot),
-            ));
-        }
+        record_dependencies(id, &deps, &base_tables);
         id
     });
     if mode != "FULL" {
@@ -346,6 +354,7 @@ pub fn check_owner(st: &StreamTable) -> PgtResult<()> {
 }
 
 pub fn drop(name: &str) -> PgtResult<()> {
+    crate::restore::repair_if_restored()?;
     let st = catalog::find(name)?;
     check_owner(&st)?;
     let dependents: Vec<String> = catalog::dependents(st.pgt_id)
@@ -386,6 +395,7 @@ pub struct AlterRequest<'a> {
 }
 
 pub fn alter(req: AlterRequest) -> PgtResult<()> {
+    crate::restore::repair_if_restored()?;
     let st = catalog::find(req.name)?;
     check_owner(&st)?;
     refresh::lock(st.pgt_id, true);
@@ -454,6 +464,7 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
 /// Manual refresh in the caller's transaction.
 pub fn refresh_now(name: &str) -> PgtResult<()> {
     warn_on_version_mismatch();
+    crate::restore::repair_if_restored()?;
     let st = catalog::find(name)?;
     check_owner(&st)?;
     refresh::lock(st.pgt_id, true);

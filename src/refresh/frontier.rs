@@ -26,6 +26,14 @@ pub struct Frontier {
     pub lsn: String,
     /// When the snapshot was taken.
     pub data_timestamp: String,
+    /// The cluster (`pg_control_system().system_identifier`) and database
+    /// whose transaction ids the snapshot speaks of; absent in frontiers
+    /// written by 0.1.0. After a restore elsewhere they differ, and the
+    /// frontier means nothing.
+    #[serde(default)]
+    pub system_identifier: Option<String>,
+    #[serde(default)]
+    pub database: Option<u32>,
 }
 
 impl Frontier {

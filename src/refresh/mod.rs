@@ -459,7 +459,9 @@ fn anchored_statements(
 fn capture_frontier(own_sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
     let row = spi::query_at(
         "SELECT pg_catalog.pg_current_snapshot()::text, pg_catalog.pg_current_xact_id_if_assigned()::text, \
-         pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.clock_timestamp()::text",
+         pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.clock_timestamp()::text, \
+         (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), \
+         (SELECT oid::bigint::text FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())",
         snapshot,
     )
     .into_iter()
@@ -489,6 +491,8 @@ fn capture_frontier(own_sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier 
         own_max_change,
         lsn: row[2].clone().unwrap_or_default(),
         data_timestamp: row[3].clone().unwrap_or_default(),
+        system_identifier: row[4].clone(),
+        database: row[5].as_deref().and_then(|d| d.parse().ok()),
     }
 }
 

@@ -35,6 +35,13 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
             warned_version = false;
         }
         if config::ENABLED.get() && mismatch.is_none() {
+            BackgroundWorker::transaction(|| {
+                if let Err(message) = in_subtransaction(crate::restore::repair_if_restored) {
+                    pgrx::warning!(
+                        "pg_trickle: repairing the catalog after a restore failed: {message}"
+                    );
+                }
+            });
             for pgt_id in BackgroundWorker::transaction(due_stream_tables) {
                 if BackgroundWorker::sigterm_received() {
                     return;

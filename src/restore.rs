@@ -1,0 +1,132 @@
+//! Bringing stream tables back after `pg_dump` / `pg_restore`.
+//!
+//! A restore brings back the catalog rows (registered with
+//! `pg_extension_config_dump`), the storage tables and, as ordinary objects,
+//! the change buffers and capture triggers — but every table has a new OID,
+//! while the catalog still holds the old ones, and the transaction ids in the
+//! buffers and frontiers belong to another database. So before any work the
+//! extension checks that each stream table's OID still names its table and
+//! that its frontier was written in this database; if not, it rebuilds the
+//! catalog's references from names and the defining queries, replaces the
+//! restored capture objects with fresh ones and makes the next refresh of
+//! every stream table a full one.
+
+use crate::catalog;
+use crate::cdc;
+use crate::dvm::analyze::analyze;
+use crate::error::PgtResult;
+use crate::lifecycle::{probe_dependencies, record_dependencies};
+use crate::spi;
+use pgtrickle_core::quote::{ident, literal};
+
+/// Key of the advisory lock serialising repairs (class of refresh locks, 0).
+const REPAIR_LOCK: &str = "pg_catalog.pg_advisory_xact_lock(7366516, 0)";
+
+/// True when the catalog no longer matches this database.
+fn restored() -> bool {
+    spi::query_value(
+        "SELECT EXISTS (
+            SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_relid IS DISTINCT FROM
+                   pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.pgt_schema, s.pgt_name))::oid
+                OR (s.frontier ? 'system_identifier' AND s.frontier->>'system_identifier' IS DISTINCT FROM
+                    (SELECT system_identifier::text FROM pg_catalog.pg_control_system()))
+                OR (s.frontier ? 'database' AND (s.frontier->>'database')::oid IS DISTINCT FROM
+                    (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())))::text",
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// Repairs the catalog after a restore, if it needs it. Cheap when it does
+/// not: one query over pgt_stream_tables.
+pub fn repair_if_restored() -> PgtResult<()> {
+    spi::as_role(spi::superuser(), || {
+        if !restored() {
+            return Ok(());
+        }
+        spi::execute(&format!("SELECT {REPAIR_LOCK}"));
+        if !restored() {
+            return Ok(()); // another session repaired it meanwhile
+        }
+        pgrx::warning!(
+            "pg_trickle: the catalog refers to tables of another database (restored from a dump?); \
+             rebuilding change capture, every stream table will be refreshed in full"
+        );
+        drop_restored_capture();
+        for st in catalog::all() {
+            let relid = spi::query_value(&format!(
+                "SELECT pg_catalog.to_regclass({})::oid::bigint::text",
+                literal(&st.qualified_name())
+            ));
+            let Some(relid) = relid else {
+                spi::execute(&format!(
+                    "UPDATE pgtrickle.pgt_stream_tables SET status = 'ERROR', last_error = {} WHERE pgt_id = {}",
+                    literal(&format!("storage table {} is missing after a restore", st.display_name())),
+                    st.pgt_id
+                ));
+                continue;
+            };
+            spi::execute(&format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = {relid}, frontier = NULL, needs_reinit = true \
+                 WHERE pgt_id = {}",
+                st.pgt_id
+            ));
+        }
+        // Dependencies between stream tables need the new storage OIDs first.
+        spi::execute("DELETE FROM pgtrickle.pgt_dependencies");
+        for st in catalog::all() {
+            let analysis = analyze(&st.defining_query)?;
+            let deps = probe_dependencies(&st.defining_query);
+            let base: Vec<u32> = analysis.base_tables().iter().map(|o| o.to_u32()).collect();
+            record_dependencies(st.pgt_id, &deps, &base);
+            if st.refresh_mode != "FULL" {
+                let owner = st.owner();
+                for source in analysis.base_tables() {
+                    cdc::track(source, st.pgt_id, owner);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Drops the capture triggers, functions and buffers a restore brought
+/// back (named after OIDs of the dumped database), and their catalog rows.
+fn drop_restored_capture() {
+    let triggers = spi::query(
+        "SELECT pg_catalog.quote_ident(t.tgname), t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t \
+          JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE t.tgname LIKE 'pg\\_trickle\\_cdc\\_%' AND p.proname LIKE 'pg\\_trickle\\_cdc\\_%'",
+    );
+    for row in triggers {
+        if let (Some(name), Some(table)) = (&row[0], &row[1]) {
+            spi::execute(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"));
+        }
+    }
+    let schemas: Vec<String> = spi::query(
+        "SELECT DISTINCT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relname LIKE 'changes\\_%' AND c.relkind = 'r' \
+            AND (n.nspname = 'pgtrickle_changes' OR n.nspname = pg_catalog.current_setting('pg_trickle.change_buffer_schema'))",
+    )
+    .into_iter()
+    .filter_map(|r| r.into_iter().next().flatten())
+    .collect();
+    for schema in schemas {
+        let objects = spi::query(&format!(
+            "SELECT 'DROP FUNCTION ' || p.oid::regprocedure::text FROM pg_catalog.pg_proc p \
+              WHERE p.pronamespace = {s}::regnamespace AND p.proname LIKE 'pg\\_trickle\\_cdc\\_%' \
+             UNION ALL \
+             SELECT 'DROP TABLE ' || c.oid::regclass::text FROM pg_catalog.pg_class c \
+              WHERE c.relnamespace = {s}::regnamespace AND c.relkind = 'r' AND c.relname LIKE 'changes\\_%'",
+            s = literal(&ident(&schema))
+        ));
+        for row in objects {
+            if let Some(statement) = row.into_iter().next().flatten() {
+                spi::execute(&statement);
+            }
+        }
+    }
+    spi::execute("DELETE FROM pgtrickle.pgt_change_tracking");
+}
