@@ -6,6 +6,7 @@ mod api;
 mod catalog;
 mod cdc;
 mod config;
+mod ddl;
 mod dvm;
 mod error;
 mod lifecycle;
@@ -17,6 +18,11 @@ mod spi;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("catalog/schema.sql", name = "catalog_schema", bootstrap);
+extension_sql_file!(
+    "catalog/ddl_tracking.sql",
+    name = "ddl_tracking",
+    requires = ["catalog_schema", _source_altered, _source_dropped]
+);
 extension_sql_file!(
     "catalog/monitoring.sql",
     name = "monitoring",

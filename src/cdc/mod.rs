@@ -362,3 +362,59 @@ pub fn drop_capture_of(source: Oid) {
         }
     });
 }
+
+/// Brings the buffer of `source` in line with column changes of the source
+/// (new columns added, renames followed, retyped columns retyped — their
+/// pending values are not needed: every consumer refreshes in full or
+/// stops), then rewrites the capture functions for the columns both have.
+pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) {
+    use crate::ddl::ColumnChange;
+    let Some(objects) = CdcObjects::existing(source) else {
+        return;
+    };
+    let buffer = objects.buffer_name();
+    let has = |name: &str| {
+        spi::query_value(&format!(
+            "SELECT 1::text FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
+            literal(&buffer),
+            literal(name)
+        ))
+        .is_some()
+    };
+    let renamed_to = |name: &str| {
+        changes.iter().find_map(|c| match c {
+            ColumnChange::Renamed { from, to } if from == name => Some(to.clone()),
+            _ => None,
+        })
+    };
+    for change in changes {
+        match change {
+            ColumnChange::Added { name, type_sql } if !has(name) => {
+                spi::execute(&format!(
+                    "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
+                    ident(name)
+                ));
+            }
+            ColumnChange::Renamed { from, to } if has(from) && !has(to) => {
+                spi::execute(&format!(
+                    "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
+                    ident(from),
+                    ident(to)
+                ));
+            }
+            _ => {}
+        }
+    }
+    for change in changes {
+        if let ColumnChange::Retyped { name, to, .. } = change {
+            let name = renamed_to(name).unwrap_or_else(|| name.clone());
+            if has(&name) {
+                spi::execute(&format!(
+                    "ALTER TABLE {buffer} ALTER COLUMN {col} TYPE {to} USING NULL",
+                    col = ident(&name)
+                ));
+            }
+        }
+    }
+    ensure_functions(source, &objects);
+}

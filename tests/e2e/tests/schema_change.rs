@@ -1,0 +1,204 @@
+//! DDL on sources: writes keep working, pending changes are not lost,
+//! stream tables that use a changed column stop loudly (or the DDL is
+//! rejected), the others refresh in full once and carry on.
+
+use pgtrickle_e2e::{cluster_with_extension, db_error, Client};
+use postgres::fallible_iterator::FallibleIterator;
+
+const SETUP: &str = "
+    CREATE TABLE t (id int PRIMARY KEY, g int, v int, note text, spare int);
+    INSERT INTO t SELECT i, i % 4, i, 'n' || i, i FROM generate_series(1, 50) i;
+    SELECT pgtrickle.create_stream_table('sums', 'SELECT g, count(*) AS n, sum(v) AS total FROM t GROUP BY g', NULL);
+    SELECT pgtrickle.create_stream_table('rows_', 'SELECT id, v FROM t WHERE v > 10', NULL);";
+
+fn exact(c: &mut Client, st: &str, cols: &str, q: &str) -> bool {
+    let n: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM ((SELECT {cols} FROM {st} EXCEPT ALL {q}) UNION ALL ({q} EXCEPT ALL SELECT {cols} FROM {st})) d"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    n == 0
+}
+
+fn refresh_and_check(c: &mut Client) {
+    c.batch_execute("SELECT pgtrickle.refresh_stream_table('sums'); SELECT pgtrickle.refresh_stream_table('rows_')").unwrap();
+    assert!(exact(
+        c,
+        "sums",
+        "g, n, total",
+        "SELECT g, count(*), sum(v) FROM t GROUP BY g"
+    ));
+    assert!(exact(
+        c,
+        "rows_",
+        "id, v",
+        "SELECT id, v FROM t WHERE v > 10"
+    ));
+}
+
+fn status(c: &mut Client, st: &str) -> (String, Option<String>) {
+    let row = c
+        .query_one(
+            "SELECT status, last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = $1",
+            &[&st],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn unused_column_changes_keep_writes_working_and_lose_nothing() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    for ddl in [
+        "ALTER TABLE t ADD COLUMN extra text DEFAULT 'x'",
+        "ALTER TABLE t RENAME COLUMN note TO remark",
+        "ALTER TABLE t ALTER COLUMN spare TYPE bigint",
+        "ALTER TABLE t DROP COLUMN remark",
+        "ALTER TABLE t ADD CONSTRAINT v_positive CHECK (v > 0), ALTER COLUMN g SET DEFAULT 0",
+    ] {
+        // Changes captured before the DDL...
+        c.batch_execute("INSERT INTO t (id, g, v) SELECT max(id) + 1, 1, 500 FROM t; UPDATE t SET v = v + 1 WHERE id % 5 = 0; DELETE FROM t WHERE id = (SELECT min(id) FROM t)").unwrap();
+        c.batch_execute(ddl)
+            .unwrap_or_else(|e| panic!("{ddl}: {e}"));
+        // ... and after it: writes to the source still work.
+        c.batch_execute("INSERT INTO t (id, g, v) SELECT max(id) + 1, 2, 7 FROM t; UPDATE t SET g = 3 WHERE id % 7 = 0").unwrap();
+        refresh_and_check(&mut c);
+        assert_eq!(status(&mut c, "sums").0, "ACTIVE", "{ddl}");
+    }
+    // And differential again afterwards.
+    c.batch_execute("UPDATE t SET v = v + 2 WHERE id % 3 = 0")
+        .unwrap();
+    refresh_and_check(&mut c);
+    let last: String = c
+        .query_one(
+            "SELECT action FROM pgtrickle.pgt_refresh_history ORDER BY refresh_id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(last, "DIFFERENTIAL");
+}
+
+#[test]
+fn a_used_column_change_stops_the_stream_table_with_its_reason() {
+    let (cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    let mut listener = cluster.connect();
+    listener.batch_execute("LISTEN pg_trickle_alert").unwrap();
+    c.batch_execute("ALTER TABLE t DROP COLUMN v").unwrap();
+    for st in ["sums", "rows_"] {
+        let (status, error) = status(&mut c, st);
+        assert_eq!(status, "ERROR");
+        let error = error.unwrap_or_default();
+        assert!(error.contains("column \"v\" was dropped"), "{error}");
+        assert!(
+            error.contains("Impact:") && error.contains("Fix:") && error.contains("Alternatives:"),
+            "{error}"
+        );
+        assert!(
+            error.contains(&format!("pgtrickle.drop_stream_table('public.{st}')")),
+            "{error}"
+        );
+    }
+    // Writes keep working; refreshes are refused with the way out.
+    c.batch_execute("INSERT INTO t (id, g) VALUES (1000, 1)")
+        .unwrap();
+    let err = c
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('sums')")
+        .unwrap_err();
+    assert!(db_error(&err)
+        .3
+        .unwrap_or_default()
+        .contains("status => 'ACTIVE'"));
+    let alert = listener
+        .notifications()
+        .timeout_iter(std::time::Duration::from_secs(5))
+        .next()
+        .unwrap()
+        .expect("an alert");
+    assert!(
+        alert.payload().contains("source_changed"),
+        "{}",
+        alert.payload()
+    );
+}
+
+#[test]
+fn block_source_ddl_rejects_breaking_changes_and_drops() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    c.batch_execute("SET pg_trickle.block_source_ddl = on")
+        .unwrap();
+    let err = c
+        .batch_execute("ALTER TABLE t ALTER COLUMN v TYPE text")
+        .unwrap_err();
+    let (code, message, _, hint) = db_error(&err);
+    assert_eq!(code, "55000");
+    assert!(
+        message.contains("column \"v\" changed type from integer to text"),
+        "{message}"
+    );
+    assert!(hint.unwrap_or_default().contains("block_source_ddl is on"));
+    let err = c.batch_execute("DROP TABLE t").unwrap_err();
+    assert!(db_error(&err).1.contains("table public.t was dropped"));
+    // Unused columns may still change.
+    c.batch_execute("ALTER TABLE t DROP COLUMN note").unwrap();
+    assert_eq!(status(&mut c, "sums").0, "ACTIVE");
+    refresh_and_check(&mut c);
+}
+
+#[test]
+fn dropping_a_source_stops_its_readers_and_removes_its_capture() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    c.batch_execute("DROP TABLE t").unwrap();
+    assert_eq!(status(&mut c, "sums").0, "ERROR");
+    assert!(status(&mut c, "sums")
+        .1
+        .unwrap_or_default()
+        .contains("table public.t was dropped"));
+    let leftovers: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgtrickle.pgt_change_tracking)
+                  + (SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace)
+                  + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0);
+    // Dropping a stream table's storage directly removes it from the catalog.
+    c.batch_execute("DROP TABLE rows_").unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'rows_'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    c.batch_execute("SELECT pgtrickle.drop_stream_table('sums')")
+        .unwrap();
+}
+
+#[test]
+fn ddl_on_unrelated_tables_is_left_alone() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    c.batch_execute(
+        "CREATE TABLE other (id int); ALTER TABLE other ADD COLUMN x int; ALTER TABLE other DROP COLUMN x; DROP TABLE other",
+    )
+    .unwrap();
+    assert_eq!(status(&mut c, "sums").0, "ACTIVE");
+    let reinit: bool = c
+        .query_one(
+            "SELECT bool_or(needs_reinit) FROM pgtrickle.pgt_stream_tables",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!reinit);
+}
