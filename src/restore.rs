@@ -23,7 +23,7 @@ use pgtrickle_core::quote::{ident, literal};
 const REPAIR_LOCK: &str = "pg_catalog.pg_advisory_xact_lock(7366516, 0)";
 
 /// True when the catalog no longer matches this database.
-fn restored() -> bool {
+pub(crate) fn restored() -> bool {
     spi::query_value(
         "SELECT EXISTS (
             SELECT FROM pgtrickle.pgt_stream_tables s
