@@ -27,8 +27,9 @@ pub(crate) fn restored() -> bool {
     spi::query_value(
         "SELECT EXISTS (
             SELECT FROM pgtrickle.pgt_stream_tables s
-             WHERE s.pgt_relid IS DISTINCT FROM
-                   pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.pgt_schema, s.pgt_name))::oid
+             -- a stream table's name now names another table (a missing
+             -- table is not evidence: it may be being dropped right now)
+             WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.pgt_schema, s.pgt_name))::oid <> s.pgt_relid
                 OR (s.frontier ? 'system_identifier' AND s.frontier->>'system_identifier' IS DISTINCT FROM
                     (SELECT system_identifier::text FROM pg_catalog.pg_control_system()))
                 OR (s.frontier ? 'database' AND (s.frontier->>'database')::oid IS DISTINCT FROM
