@@ -1,63 +1,10 @@
 //! A source's columns before (the snapshot stored at creation) and after a
-//! DDL statement, matched by attribute number.
+//! DDL statement, read from the catalog; the classification itself is
+//! `pgtrickle_core::schema_change`.
 
 use crate::spi;
 use pgrx::pg_sys::Oid;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub attnum: i64,
-    pub name: String,
-    pub type_sql: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnChange {
-    Added {
-        name: String,
-        type_sql: String,
-    },
-    Dropped {
-        name: String,
-    },
-    Renamed {
-        from: String,
-        to: String,
-    },
-    Retyped {
-        name: String,
-        from: String,
-        to: String,
-    },
-}
-
-impl ColumnChange {
-    /// Whether the change affects one of `used` (the stream table's columns).
-    pub fn touches(&self, used: &[String]) -> bool {
-        match self {
-            ColumnChange::Added { .. } => false,
-            ColumnChange::Dropped { name } | ColumnChange::Retyped { name, .. } => {
-                used.contains(name)
-            }
-            ColumnChange::Renamed { from, .. } => used.contains(from),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            ColumnChange::Added { name, type_sql } => {
-                format!("column \"{name}\" ({type_sql}) was added")
-            }
-            ColumnChange::Dropped { name } => format!("column \"{name}\" was dropped"),
-            ColumnChange::Renamed { from, to } => {
-                format!("column \"{from}\" was renamed to \"{to}\"")
-            }
-            ColumnChange::Retyped { name, from, to } => {
-                format!("column \"{name}\" changed type from {from} to {to}")
-            }
-        }
-    }
-}
+pub use pgtrickle_core::schema_change::{changes, Column, ColumnChange};
 
 pub fn live_columns(source: Oid) -> Vec<Column> {
     spi::query(&format!(
@@ -100,40 +47,4 @@ pub fn snapshot_json(source: Oid) -> String {
         source.to_u32()
     ))
     .unwrap_or_else(|| "[]".into())
-}
-
-/// Column changes from `before` to `after`.
-pub fn changes(before: &[Column], after: &[Column]) -> Vec<ColumnChange> {
-    let mut out = Vec::new();
-    for old in before {
-        match after.iter().find(|c| c.attnum == old.attnum) {
-            None => out.push(ColumnChange::Dropped {
-                name: old.name.clone(),
-            }),
-            Some(new) => {
-                if new.name != old.name {
-                    out.push(ColumnChange::Renamed {
-                        from: old.name.clone(),
-                        to: new.name.clone(),
-                    });
-                }
-                if new.type_sql != old.type_sql {
-                    out.push(ColumnChange::Retyped {
-                        name: old.name.clone(),
-                        from: old.type_sql.clone(),
-                        to: new.type_sql.clone(),
-                    });
-                }
-            }
-        }
-    }
-    for new in after {
-        if !before.iter().any(|c| c.attnum == new.attnum) {
-            out.push(ColumnChange::Added {
-                name: new.name.clone(),
-                type_sql: new.type_sql.clone(),
-            });
-        }
-    }
-    out
 }

@@ -8,3 +8,4 @@ pub mod dvm;
 pub mod hash;
 pub mod quote;
 pub mod schedule;
+pub mod schema_change;
