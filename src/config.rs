@@ -24,6 +24,7 @@ pub static CDC_MODE: GucSetting<CdcMode> = GucSetting::<CdcMode>::new(CdcMode::T
 pub static WAL_TRANSITION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static BLOCK_SOURCE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static DDL_MESSAGES: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// How a differential refresh writes its delta into the storage table.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PostgresGucEnum)]
@@ -219,6 +220,14 @@ pub fn register() {
         0,
         36_500,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.ddl_messages",
+        c"Write DDL and lifecycle events of stream tables into the WAL as logical messages.",
+        c"Prefixes pg_trickle.ddl and pg_trickle.lifecycle, transactional.",
+        &DDL_MESSAGES,
+        GucContext::Suset,
         GucFlags::default(),
     );
 }

@@ -165,12 +165,7 @@ fn is_stream_table(relid: u32) -> bool {
 }
 
 fn column_snapshot(relid: u32) -> String {
-    spi::query_value(&format!(
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('attnum', attnum, 'name', attname, \
-                'type', pg_catalog.format_type(atttypid, atttypmod), 'not_null', attnotnull) ORDER BY attnum), '[]')::text \
-           FROM pg_catalog.pg_attribute WHERE attrelid = {relid} AND attnum > 0 AND NOT attisdropped"
-    ))
-    .unwrap_or_else(|| "[]".into())
+    crate::ddl::columns::snapshot_json(Oid::from(relid))
 }
 
 /// Records the sources of a stream table in pgt_dependencies: the relations
@@ -305,6 +300,12 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
             cdc::track(Oid::from(oid), pgt_id, owner);
         }
     }
+    crate::ddl::wal::lifecycle(
+        "create",
+        &schema,
+        &table,
+        serde_json::json!({ "query": expanded, "refresh_mode": mode, "schedule": schedule }),
+    );
     if req.initialize {
         refresh::lock(pgt_id, true);
         let st = catalog::load(pgt_id).expect("just created");
@@ -377,6 +378,7 @@ pub fn drop(name: &str) -> PgtResult<()> {
     cdc::untrack_all(st.pgt_id);
     // A downstream stream table may have captured this one's changes.
     cdc::drop_capture_of(st.relid);
+    crate::ddl::wal::lifecycle("drop", &st.schema, &st.name, serde_json::json!({}));
     spi::as_role(spi::superuser(), || {
         spi::execute(&format!(
             "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
@@ -450,6 +452,14 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
     }
     if sets.is_empty() {
         return Ok(());
+    }
+    if let Some(status) = req.status {
+        crate::ddl::wal::lifecycle(
+            "status_change",
+            &st.schema,
+            &st.name,
+            serde_json::json!({ "status": status.trim().to_uppercase() }),
+        );
     }
     spi::as_role(spi::superuser(), || {
         spi::execute(&format!(

@@ -38,12 +38,23 @@ pub fn snapshot_columns(json: &str) -> Vec<Column> {
         .unwrap_or_default()
 }
 
-/// The snapshot of a table's columns as it is now.
+/// The image of a table's columns as it is now (also stored as the
+/// snapshot): attnum, name, type with typmod, nullability, default,
+/// generated and identity kind, and membership in the primary key.
 pub fn snapshot_json(source: Oid) -> String {
     spi::query_value(&format!(
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('attnum', attnum, 'name', attname, \
-                'type', pg_catalog.format_type(atttypid, atttypmod), 'not_null', attnotnull) ORDER BY attnum), '[]')::text \
-           FROM pg_catalog.pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped",
+        "SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'attnum', a.attnum, 'name', a.attname,
+                    'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+                    'not_null', a.attnotnull,
+                    'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+                    'generated', nullif(a.attgenerated::text, ''),
+                    'identity', nullif(a.attidentity::text, ''),
+                    'primary_key', coalesce(a.attnum = ANY(i.indkey::int2[]), false)) ORDER BY a.attnum), '[]')::text
+           FROM pg_catalog.pg_attribute a
+           LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+           LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+          WHERE a.attrelid = {} AND a.attnum > 0 AND NOT a.attisdropped",
         source.to_u32()
     ))
     .unwrap_or_else(|| "[]".into())

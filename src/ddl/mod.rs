@@ -11,6 +11,7 @@
 
 pub mod columns;
 mod decide;
+pub mod wal;
 
 use crate::catalog;
 use crate::cdc;
@@ -38,26 +39,48 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = {} AND d.source_type <> 'VIEW' ORDER BY 1",
             source.to_u32()
         ));
+        let mut before_image: Option<String> = None;
         let mut all_changes: Vec<ColumnChange> = Vec::new();
         let mut stops: Vec<(i64, String)> = Vec::new();
         let mut reinit: Vec<i64> = Vec::new();
+        let mut decisions = Vec::new();
         for row in dependents {
             let pgt_id: i64 = row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
             let used = parse_text_array(row[1].as_deref().unwrap_or("{}"));
-            let before = snapshot_columns(row[2].as_deref().unwrap_or("[]"));
-            let found = changes(&before, &live);
-            if found.is_empty() {
-                continue;
-            }
+            let snapshot = row[2].clone().unwrap_or_else(|| "[]".into());
+            let before = snapshot_columns(&snapshot);
+            before_image.get_or_insert(snapshot);
             let Some(st) = catalog::load(pgt_id) else {
                 continue;
             };
+            let found = changes(&before, &live);
             let breaking: Vec<&ColumnChange> = found.iter().filter(|c| c.touches(&used)).collect();
-            if breaking.is_empty() {
+            let (decision, reason) = if found.is_empty() {
+                ("continue", None)
+            } else if breaking.is_empty() {
                 reinit.push(pgt_id);
+                (
+                    "reinitialize",
+                    Some(
+                        "columns it does not use changed; row identities cover every column"
+                            .to_string(),
+                    ),
+                )
             } else {
-                stops.push((pgt_id, stop_message(&st, &table, &breaking)));
-            }
+                let message = stop_message(&st, &table, &breaking);
+                stops.push((pgt_id, message.clone()));
+                (
+                    if config::BLOCK_SOURCE_DDL.get() {
+                        "reject"
+                    } else {
+                        "stop"
+                    },
+                    Some(message),
+                )
+            };
+            decisions.push(serde_json::json!({
+                "schema": st.schema, "name": st.name, "decision": decision, "reason": reason,
+            }));
             for change in found {
                 if !all_changes.contains(&change) {
                     all_changes.push(change);
@@ -70,6 +93,16 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                     .with_hint("pg_trickle.block_source_ddl is on, so this change is rejected; see the message for the ways forward."));
             }
         }
+        let after_image = columns::snapshot_json(source);
+        wal::ddl(serde_json::json!({
+            "event": "alter_table",
+            "command_tag": "ALTER TABLE",
+            "table": table_json(source),
+            "columns_before": parse_json(before_image.as_deref().unwrap_or("[]")),
+            "columns_after": parse_json(&after_image),
+            "changes": all_changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+            "stream_tables": decisions,
+        }));
         cdc::follow_column_changes(source, &all_changes);
         for (pgt_id, message) in &stops {
             stop(*pgt_id, message);
@@ -81,11 +114,30 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                   WHERE pgt_id = {pgt_id} AND source_relid = {oid}; \
                  UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, updated_at = pg_catalog.now() \
                   WHERE pgt_id = {pgt_id}",
-                snap = literal(&columns::snapshot_json(source)),
+                snap = literal(&after_image),
                 oid = source.to_u32()
             ));
         }
         Ok(())
+    })
+}
+
+fn parse_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+/// OID, schema and name of a table, for messages.
+fn table_json(source: Oid) -> serde_json::Value {
+    let row = spi::query(&format!(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.oid = {}",
+        source.to_u32()
+    ));
+    let row = row.into_iter().next().unwrap_or_default();
+    serde_json::json!({
+        "oid": source.to_u32(),
+        "schema": row.first().cloned().flatten(),
+        "name": row.get(1).cloned().flatten(),
     })
 }
 
@@ -117,6 +169,22 @@ pub fn source_dropped(source: Oid, identity: &str) -> PgtResult<()> {
                     .with_hint("pg_trickle.block_source_ddl is on, so this DROP is rejected."));
             }
         }
+        let decisions: Vec<serde_json::Value> = messages
+            .iter()
+            .filter_map(|(pgt_id, message)| {
+                catalog::load(*pgt_id).map(|st| {
+                    serde_json::json!({"schema": st.schema, "name": st.name, "decision": "stop", "reason": message})
+                })
+            })
+            .collect();
+        if !decisions.is_empty() {
+            wal::ddl(serde_json::json!({
+                "event": "drop_table",
+                "command_tag": "DROP TABLE",
+                "table": { "oid": source.to_u32(), "identity": identity },
+                "stream_tables": decisions,
+            }));
+        }
         for (pgt_id, message) in &messages {
             stop(*pgt_id, message);
         }
@@ -146,6 +214,12 @@ fn stop(pgt_id: i64, message: &str) {
         literal(message)
     ));
     if let Some(st) = catalog::load(pgt_id) {
+        wal::lifecycle(
+            "status_change",
+            &st.schema,
+            &st.name,
+            serde_json::json!({ "status": "ERROR", "reason": message }),
+        );
         let payload = serde_json::json!({
             "event": "source_changed",
             "schema": st.schema,

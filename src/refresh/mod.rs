@@ -135,6 +135,14 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
             }
         },
     )?;
+    if st.needs_reinit && action == "FULL" {
+        crate::ddl::wal::lifecycle(
+            "reinitialize",
+            &st.schema,
+            &st.name,
+            serde_json::json!({ "reason": reason_text(&decision) }),
+        );
+    }
     let new_frontier = capture_frontier(if wrote_before { &sources } else { &[] }, &snapshot);
     let delta_rows = tally.2;
     let reason = match &decision {
@@ -180,6 +188,13 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
         cleanup::consumed_changes(&sources);
     });
     Ok(())
+}
+
+fn reason_text(decision: &Decision) -> Option<&str> {
+    match decision {
+        Decision::Full(reason) => Some(reason),
+        _ => None,
+    }
 }
 
 enum Decision {

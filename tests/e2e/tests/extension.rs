@@ -229,6 +229,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("pg_trickle.cdc_mode", "trigger"),
     ("pg_trickle.change_buffer_schema", "pgtrickle_changes"),
     ("pg_trickle.cleanup_use_truncate", "on"),
+    ("pg_trickle.ddl_messages", "on"),
     ("pg_trickle.differential_max_change_ratio", "0.15"),
     ("pg_trickle.enabled", "on"),
     ("pg_trickle.history_retention_days", "30"),
