@@ -90,7 +90,87 @@ BEGIN
 END
 $$;
 
--- 4. Record the version reached.
+-- 4. Blue-green: catalog columns (the functions are in section 5).
+ALTER TABLE pgtrickle.pgt_stream_tables
+    ADD COLUMN IF NOT EXISTS green_of BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
+    ADD COLUMN IF NOT EXISTS retired_by BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
+    ADD COLUMN IF NOT EXISTS pipeline_group TEXT;
+
+-- 5. Blue-green functions.
+CREATE OR REPLACE FUNCTION pgtrickle."cancel_green"(
+	"name" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cancel_green_wrapper';
+
+CREATE OR REPLACE FUNCTION pgtrickle."create_green"(
+	"name" TEXT, /* & str */
+	"query" TEXT DEFAULT NULL, /* Option < & str > */
+	"schedule" TEXT DEFAULT NULL, /* Option < & str > */
+	"refresh_mode" TEXT DEFAULT NULL, /* Option < & str > */
+	"pipeline_group" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TEXT /* String */
+
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_green_wrapper';
+
+CREATE OR REPLACE FUNCTION pgtrickle."drop_retired"(
+	"name" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_retired_wrapper';
+
+CREATE OR REPLACE FUNCTION pgtrickle."green_status"(
+	"name" TEXT, /* & str */
+	"max_lag" interval DEFAULT NULL, /* Option < Interval > */
+	"verify" bool DEFAULT false /* bool */
+) RETURNS TABLE (
+	"green_name" TEXT,  /* String */
+	"status" TEXT,  /* String */
+	"frontier_lag_bytes" bigint,  /* Option < i64 > */
+	"frontier_lag" interval,  /* Option < Interval > */
+	"pending_changes" bigint,  /* i64 */
+	"blue_rows" bigint,  /* i64 */
+	"green_rows" bigint,  /* i64 */
+	"converged" bool,  /* bool */
+	"reason" TEXT,  /* Option < String > */
+	"content_matches" bool  /* Option < bool > */
+)
+
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'green_status_wrapper';
+
+CREATE OR REPLACE FUNCTION pgtrickle."promote_all_green"(
+	"pipeline_group" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"stream_table" TEXT,  /* String */
+	"green_name" TEXT,  /* String */
+	"action" TEXT,  /* String */
+	"detail" TEXT  /* String */
+)
+
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'promote_all_green_wrapper';
+
+CREATE OR REPLACE FUNCTION pgtrickle."promote_green"(
+	"name" TEXT, /* & str */
+	"force" bool DEFAULT false, /* bool */
+	"max_lag" interval DEFAULT NULL /* Option < Interval > */
+) RETURNS void
+
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'promote_green_wrapper';
+
+CREATE OR REPLACE FUNCTION pgtrickle."rollback_green"(
+	"name" TEXT /* & str */
+) RETURNS void
+STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rollback_green_wrapper';
+
+-- 6. Record the version reached.
 INSERT INTO pgtrickle.pgt_schema_version (version, description)
-VALUES ('0.2.0', 'Upgrade from 0.1.0: migrate(), DDL tracking of sources')
+VALUES ('0.2.0', 'Upgrade from 0.1.0: migrate(), DDL tracking of sources, blue-green')
 ON CONFLICT (version) DO NOTHING;

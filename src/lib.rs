@@ -3,6 +3,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod bluegreen;
 mod catalog;
 mod cdc;
 mod config;

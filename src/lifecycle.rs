@@ -143,7 +143,7 @@ pub(crate) fn probe_dependencies(query: &str) -> Dependencies {
 
 /// The query printed back by PostgreSQL with `*` expanded and every name
 /// schema-qualified (search_path emptied while printing).
-fn expanded_query(analysis: &Analysis) -> String {
+pub(crate) fn expanded_query(analysis: &Analysis) -> String {
     let saved =
         spi::query_value("SELECT pg_catalog.current_setting('search_path')").unwrap_or_default();
     spi::execute("SELECT pg_catalog.set_config('search_path', '', true)");
@@ -358,6 +358,7 @@ pub fn drop(name: &str) -> PgtResult<()> {
     crate::restore::repair_if_restored()?;
     let st = catalog::find(name)?;
     check_owner(&st)?;
+    crate::bluegreen::check_droppable(&st)?;
     let dependents: Vec<String> = catalog::dependents(st.pgt_id)
         .into_iter()
         .filter_map(catalog::load)

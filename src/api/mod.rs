@@ -1,6 +1,7 @@
 //! The SQL surface: thin `#[pg_extern]` functions that validate their input
 //! and call into the engine.
 
+mod bluegreen;
 mod ddl;
 mod explain;
 mod lifecycle;

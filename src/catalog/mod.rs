@@ -22,10 +22,20 @@ pub struct StreamTable {
     pub needs_reinit: bool,
     pub frontier: Option<Frontier>,
     pub consecutive_errors: i32,
+    pub schedule: Option<String>,
+    /// Blue-green: the stream table this green is to replace.
+    pub green_of: Option<i64>,
+    /// Blue-green: the stream table that replaced this retired one.
+    pub retired_by: Option<i64>,
+    pub pipeline_group: Option<String>,
 }
 
 const COLUMNS: &str = "pgt_id::text, pgt_relid::oid::bigint::text, pgt_schema, pgt_name, defining_query, \
-    refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, consecutive_errors::text";
+    refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, consecutive_errors::text, \
+    schedule, to_jsonb(pgt_stream_tables)->>'green_of', to_jsonb(pgt_stream_tables)->>'retired_by', \
+    to_jsonb(pgt_stream_tables)->>'pipeline_group'";
+// The blue-green columns are read through to_jsonb so that a library of
+// this version still reads a 0.1.0 catalog before ALTER EXTENSION UPDATE.
 
 fn from_row(row: Vec<Option<String>>) -> StreamTable {
     let text = |i: usize| row[i].clone().unwrap_or_default();
@@ -41,6 +51,10 @@ fn from_row(row: Vec<Option<String>>) -> StreamTable {
         needs_reinit: text(8) == "true",
         frontier: row[9].as_deref().and_then(Frontier::from_json),
         consecutive_errors: text(10).parse().unwrap_or(0),
+        schedule: row[11].clone(),
+        green_of: row[12].as_deref().and_then(|v| v.parse().ok()),
+        retired_by: row[13].as_deref().and_then(|v| v.parse().ok()),
+        pipeline_group: row[14].clone(),
     }
 }
 

@@ -35,6 +35,12 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_error         TEXT,
     created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- Blue-green (src/bluegreen/): a green is being prepared to replace the
+    -- stream table green_of; a retired one was replaced by retired_by and is
+    -- kept, maintained, for rollback_green.
+    green_of           BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
+    retired_by         BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
+    pipeline_group     TEXT,
     UNIQUE (pgt_schema, pgt_name)
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'pg_trickle: one row per stream table';

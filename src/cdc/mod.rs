@@ -306,16 +306,22 @@ pub fn migrate_all() -> Vec<(String, String)> {
 /// Removes `pgt_id` from the consumers of every source; drops the capture
 /// objects of sources no stream table consumes any more.
 pub fn untrack_all(pgt_id: i64) {
+    for source in crate::catalog::tracked_sources(pgt_id) {
+        untrack(source, pgt_id);
+    }
+}
+
+/// Removes `pgt_id` from the consumers of `source`; drops its capture
+/// objects when no stream table consumes it any more.
+pub fn untrack(source: Oid, pgt_id: i64) {
     spi::as_role(spi::superuser(), || {
-        for source in crate::catalog::tracked_sources(pgt_id) {
-            let remaining = spi::query_value(&format!(
-                "UPDATE pgtrickle.pgt_change_tracking SET tracked_by_pgt_ids = array_remove(tracked_by_pgt_ids, {pgt_id}::bigint) \
-                 WHERE source_relid = {oid} RETURNING coalesce(cardinality(tracked_by_pgt_ids), 0)::text",
-                oid = source.to_u32()
-            ));
-            if remaining.as_deref() == Some("0") {
-                drop_capture(source);
-            }
+        let remaining = spi::query_value(&format!(
+            "UPDATE pgtrickle.pgt_change_tracking SET tracked_by_pgt_ids = array_remove(tracked_by_pgt_ids, {pgt_id}::bigint) \
+             WHERE source_relid = {oid} RETURNING coalesce(cardinality(tracked_by_pgt_ids), 0)::text",
+            oid = source.to_u32()
+        ));
+        if remaining.as_deref() == Some("0") {
+            drop_capture(source);
         }
     });
 }

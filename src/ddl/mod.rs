@@ -24,8 +24,34 @@ use decide::stop_message;
 use pgrx::pg_sys::Oid;
 use pgtrickle_core::quote::literal;
 
+thread_local! {
+    /// Set while pg_trickle itself runs DDL on storage tables (the renames of
+    /// a blue-green promotion), which its own event triggers must not judge.
+    static OWN_DDL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the DDL tracking of this backend standing aside. `f` must
+/// keep the catalog consistent itself.
+pub fn as_own_ddl<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OWN_DDL.with(|flag| flag.set(self.0));
+        }
+    }
+    let _reset = Reset(OWN_DDL.with(|flag| flag.replace(true)));
+    f()
+}
+
+fn own_ddl() -> bool {
+    OWN_DDL.with(|flag| flag.get())
+}
+
 /// After ALTER TABLE on `source`.
 pub fn source_altered(source: Oid) -> PgtResult<()> {
+    if own_ddl() {
+        return Ok(());
+    }
     spi::as_role(spi::superuser(), || {
         // During a pg_restore the catalog still holds the dumped database's
         // OIDs, which may name other tables here; the repair deals with it.
@@ -144,6 +170,9 @@ fn table_json(source: Oid) -> serde_json::Value {
 /// After DROP TABLE of `source` (a source table, or a stream table's own
 /// storage dropped with DROP TABLE).
 pub fn source_dropped(source: Oid, identity: &str) -> PgtResult<()> {
+    if own_ddl() {
+        return Ok(());
+    }
     spi::as_role(spi::superuser(), || {
         if crate::restore::restored() {
             return Ok(());

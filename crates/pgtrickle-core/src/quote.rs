@@ -41,6 +41,18 @@ pub fn literal(value: &str) -> String {
     out
 }
 
+/// `base` followed by `suffix`, `base` shortened on a character boundary
+/// so that the result fits PostgreSQL's 63-byte identifiers (longer names
+/// would be truncated silently, losing the suffix).
+pub fn suffixed(base: &str, suffix: &str) -> String {
+    let room = 63usize.saturating_sub(suffix.len());
+    let mut end = base.len().min(room);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +71,15 @@ mod tests {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(literal("a\\b"), "E'a\\\\b'");
         assert_eq!(literal(""), "''");
+    }
+
+    #[test]
+    fn suffixed_names_fit_identifiers() {
+        assert_eq!(super::suffixed("sales", "__pgt_green"), "sales__pgt_green");
+        let long = "é".repeat(40); // 80 bytes
+        let name = super::suffixed(&long, "__pgt_retired");
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("__pgt_retired"));
+        assert!(name.starts_with("éé"));
     }
 }

@@ -1,0 +1,531 @@
+//! Promotion and rollback: the public name passes from one stream table to
+//! another in one transaction.
+//!
+//! Order of work, the same for every swap: the refresh locks of every
+//! stream table involved (the two swapped and the ones reading the leaving
+//! one), ascending by id, so that none is mid-refresh; then the two storage
+//! tables' ACCESS EXCLUSIVE locks, ascending by OID; then the renames and
+//! catalog updates, which are catalog-only work. Readers of the public name
+//! wait for that short window and then read the arriving table.
+
+use super::converge::convergence;
+use super::{green_name, pair, relation_exists, retired_name, retired_of};
+use crate::catalog::{self, StreamTable};
+use crate::cdc;
+use crate::ddl::columns::snapshot_json;
+use crate::dvm::analyze::analyze;
+use crate::error::{ErrorKind, PgtError, PgtResult};
+use crate::lifecycle::{check_owner, expanded_query};
+use crate::refresh::{self, Initiator};
+use crate::spi;
+use pgtrickle_core::dag::topological_order;
+use pgtrickle_core::quote::{ident, literal};
+use std::collections::BTreeSet;
+
+/// One row of `promote_all_green`.
+pub struct Outcome {
+    pub stream_table: String,
+    pub green: String,
+    pub action: &'static str,
+    pub detail: String,
+}
+
+/// `arriving` takes the name of `leaving`, which is renamed `leaving_name`.
+struct Swap<'a> {
+    leaving: &'a StreamTable,
+    arriving: &'a StreamTable,
+    leaving_name: String,
+}
+
+/// Stream tables reading `st`, except `but`.
+fn readers(st: &StreamTable, but: &StreamTable) -> Vec<StreamTable> {
+    catalog::dependents(st.pgt_id)
+        .into_iter()
+        .filter(|&id| id != but.pgt_id)
+        .filter_map(catalog::load)
+        .collect()
+}
+
+/// Every stream table whose query names `relid`.
+fn naming(relids: &[u32]) -> Vec<StreamTable> {
+    let list = relids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    spi::as_role(spi::superuser(), || {
+        spi::query(&format!(
+            "SELECT DISTINCT pgt_id::text FROM pgtrickle.pgt_dependencies WHERE source_relid IN ({list}) ORDER BY 1"
+        ))
+    })
+    .into_iter()
+    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+    .filter_map(catalog::load)
+    .collect()
+}
+
+/// Takes the refresh locks of `ids`, ascending, waiting for running refreshes.
+fn lock_refreshes(ids: impl IntoIterator<Item = i64>) {
+    for id in ids.into_iter().collect::<BTreeSet<_>>() {
+        refresh::lock(id, true);
+    }
+}
+
+/// Refuses when a reader of `leaving` that would read `arriving` afterwards
+/// uses a column that `arriving` lacks or types differently.
+fn check_compatible(
+    leaving: &StreamTable,
+    arriving: &StreamTable,
+    moving_readers: &[&StreamTable],
+) -> PgtResult<()> {
+    for reader in moving_readers {
+        let missing = spi::as_role(spi::superuser(), || {
+            spi::query(&format!(
+                "SELECT u.col || ' (' || coalesce(pg_catalog.format_type(b.atttypid, b.atttypmod), '?') || ')' || \
+                        CASE WHEN g.attname IS NULL THEN ' is missing' \
+                             ELSE ' is ' || pg_catalog.format_type(g.atttypid, g.atttypmod) END \
+                   FROM pgtrickle.pgt_dependencies d, unnest(d.columns_used) u(col) \
+                   LEFT JOIN pg_catalog.pg_attribute b ON b.attrelid = {l} AND b.attname = u.col AND NOT b.attisdropped \
+                   LEFT JOIN pg_catalog.pg_attribute g ON g.attrelid = {a} AND g.attname = u.col AND NOT g.attisdropped \
+                  WHERE d.pgt_id = {r} AND d.source_relid = {l} \
+                    AND (g.attname IS NULL OR (g.atttypid, g.atttypmod) IS DISTINCT FROM (b.atttypid, b.atttypmod)) \
+                  ORDER BY 1",
+                l = leaving.relid.to_u32(),
+                a = arriving.relid.to_u32(),
+                r = reader.pgt_id
+            ))
+        });
+        let problems: Vec<String> = missing.into_iter().filter_map(|r| r[0].clone()).collect();
+        if !problems.is_empty() {
+            return Err(PgtError::new(
+                ErrorKind::ObjectState,
+                format!(
+                    "stream table {} reads {} and would read {} instead, where column {}",
+                    reader.display_name(),
+                    leaving.display_name(),
+                    arriving.display_name(),
+                    problems.join(", ")
+                ),
+            )
+            .with_detail("After the swap it would read the other table under the same name.")
+            .with_hint(format!(
+                "Give the new query the columns {} uses (cancel_green, then create_green again), \
+                 or redeploy {0} too, with a green in the same pipeline group.",
+                reader.display_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Carries the privileges granted on `from` over to `to`, so that the roles
+/// reading the public name keep reading it.
+fn copy_grants(from: &StreamTable, to: &StreamTable, to_name: &str) {
+    let grants = spi::query(&format!(
+        "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, \
+                a.is_grantable::text \
+           FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+          WHERE c.oid = {} AND a.grantee <> (SELECT relowner FROM pg_catalog.pg_class WHERE oid = {})",
+        from.relid.to_u32(),
+        to.relid.to_u32()
+    ));
+    for g in grants {
+        let (Some(privilege), Some(grantee), Some(grantable)) = (&g[0], &g[1], &g[2]) else {
+            continue;
+        };
+        spi::execute(&format!(
+            "GRANT {privilege} ON {to_name} TO {grantee}{}",
+            if grantable == "true" {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            }
+        ));
+    }
+}
+
+/// Runs one swap; the caller holds the refresh locks. Readers of the
+/// leaving table follow the name to the arriving one (and refresh in full
+/// once, since its contents differ), except `staying`, which keep reading
+/// the leaving one under its new name. Returns how long the storage
+/// tables were locked, in milliseconds.
+fn execute(swap: &Swap, staying: &BTreeSet<i64>) -> PgtResult<f64> {
+    let (leaving, arriving) = (swap.leaving, swap.arriving);
+    let moving: Vec<StreamTable> = readers(leaving, arriving)
+        .into_iter()
+        .filter(|r| !staying.contains(&r.pgt_id))
+        .collect();
+    // Queries that name the arriving table, or the leaving one and stay
+    // with it, analysed before the renames: their trees refer to tables by
+    // OID, so printed afterwards they carry the new names. The moving
+    // readers' queries keep naming the public name, now the arriving table.
+    let renamed: Vec<(i64, crate::dvm::analyze::Analysis)> =
+        naming(&[leaving.relid.to_u32(), arriving.relid.to_u32()])
+            .into_iter()
+            .filter(|st| !moving.iter().any(|m| m.pgt_id == st.pgt_id))
+            .map(|st| analyze(&st.defining_query).map(|a| (st.pgt_id, a)))
+            .collect::<PgtResult<_>>()?;
+    let mut relids = [leaving.relid.to_u32(), arriving.relid.to_u32()];
+    relids.sort();
+    let held_ms = spi::as_role(spi::superuser(), || -> PgtResult<f64> {
+        for relid in relids {
+            spi::execute(&format!(
+                "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+                if relid == leaving.relid.to_u32() {
+                    leaving.qualified_name()
+                } else {
+                    arriving.qualified_name()
+                }
+            ));
+        }
+        let locked_at =
+            spi::query_value("SELECT pg_catalog.clock_timestamp()::text").expect("clock");
+        crate::ddl::as_own_ddl(|| {
+            spi::execute(&format!(
+                "ALTER TABLE {} RENAME TO {}",
+                leaving.qualified_name(),
+                ident(&swap.leaving_name)
+            ));
+            spi::execute(&format!(
+                "ALTER TABLE {} RENAME TO {}",
+                arriving.qualified_name(),
+                ident(&leaving.name)
+            ));
+        });
+        // One row at a time: the (schema, name) key is checked per row.
+        for (pgt_id, name) in [
+            (leaving.pgt_id, &swap.leaving_name),
+            (arriving.pgt_id, &leaving.name),
+        ] {
+            spi::execute(&format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET pgt_name = {}, updated_at = pg_catalog.now() \
+                  WHERE pgt_id = {pgt_id}",
+                literal(name)
+            ));
+        }
+        for (pgt_id, analysis) in &renamed {
+            spi::execute(&format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET defining_query = {} WHERE pgt_id = {pgt_id}",
+                literal(&expanded_query(analysis))
+            ));
+        }
+        let snapshot = snapshot_json(arriving.relid);
+        for reader in &moving {
+            let tracked = catalog::tracked_sources(reader.pgt_id).contains(&leaving.relid);
+            spi::execute(&format!(
+                "UPDATE pgtrickle.pgt_dependencies SET source_relid = {}, column_snapshot = {}::jsonb, \
+                        schema_fingerprint = pgtrickle.pg_trickle_hash({})::text \
+                  WHERE pgt_id = {} AND source_relid = {}",
+                arriving.relid.to_u32(),
+                literal(&snapshot),
+                literal(&snapshot),
+                reader.pgt_id,
+                leaving.relid.to_u32()
+            ));
+            if tracked {
+                cdc::untrack(leaving.relid, reader.pgt_id);
+                cdc::track(arriving.relid, reader.pgt_id, reader.owner());
+            }
+            spi::execute(&format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true WHERE pgt_id = {}",
+                reader.pgt_id
+            ));
+        }
+        copy_grants(
+            leaving,
+            arriving,
+            &pgtrickle_core::quote::qualified(&leaving.schema, &leaving.name),
+        );
+        Ok(spi::query_value(&format!(
+            "SELECT (extract(epoch FROM pg_catalog.clock_timestamp() - {}::timestamptz) * 1000)::float8::text",
+            literal(&locked_at)
+        ))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+    })?;
+    Ok(held_ms)
+}
+
+fn announce(event: &str, public: &StreamTable, detail: serde_json::Value) {
+    crate::ddl::wal::lifecycle(event, &public.schema, &public.name, detail.clone());
+    let payload = serde_json::json!({
+        "event": event,
+        "schema": public.schema,
+        "name": public.name,
+        "detail": detail,
+    });
+    spi::execute(&format!(
+        "SELECT pg_catalog.pg_notify('pg_trickle_alert', {})",
+        literal(&payload.to_string())
+    ));
+}
+
+fn link(sets: &str, pgt_id: i64) {
+    spi::as_role(spi::superuser(), || {
+        spi::execute(&format!(
+            "UPDATE pgtrickle.pgt_stream_tables SET {sets} WHERE pgt_id = {pgt_id}"
+        ))
+    });
+}
+
+fn require_free(schema: &str, name: &str, what: &str, public: &str) -> PgtResult<()> {
+    if relation_exists(schema, name) {
+        return Err(PgtError::new(
+            ErrorKind::ObjectState,
+            format!("{schema}.{name} already exists, and {what} needs that name"),
+        )
+        .with_hint(format!(
+            "Drop it first (SELECT pgtrickle.drop_retired({}) if it is a retired stream table).",
+            literal(public)
+        )));
+    }
+    Ok(())
+}
+
+/// Why `green` may not replace `blue` now; None when it may.
+fn not_ready(
+    blue: &StreamTable,
+    green: &StreamTable,
+    force: bool,
+    max_lag: Option<&str>,
+    moving_readers: &[&StreamTable],
+) -> Option<PgtError> {
+    if let Err(e) = require_free(
+        &blue.schema,
+        &retired_name(blue),
+        "promotion",
+        &blue.display_name(),
+    ) {
+        return Some(e);
+    }
+    if !force {
+        let c = convergence(blue, green, max_lag);
+        if !c.converged {
+            return Some(
+                PgtError::new(
+                    ErrorKind::ObjectState,
+                    format!(
+                        "green {} has not converged with {}: {}",
+                        green.display_name(),
+                        blue.display_name(),
+                        c.reason.unwrap_or_default()
+                    ),
+                )
+                .with_hint(format!(
+                    "Refresh it (SELECT pgtrickle.refresh_stream_table({})) or wait for its schedule, \
+                     check with pgtrickle.green_status({}), or promote anyway with force => true.",
+                    literal(&green.display_name()),
+                    literal(&blue.display_name())
+                )),
+            );
+        }
+    }
+    check_compatible(blue, green, moving_readers).err()
+}
+
+/// Promotes the green of `name` (the blue's or the green's name); returns
+/// how long the storage tables were locked, in milliseconds.
+pub fn promote(name: &str, force: bool, max_lag: Option<&str>) -> PgtResult<f64> {
+    let (blue, green) = pair(name)?;
+    check_owner(&blue)?;
+    let moving = readers(&blue, &green);
+    lock_refreshes(
+        [blue.pgt_id, green.pgt_id]
+            .into_iter()
+            .chain(moving.iter().map(|r| r.pgt_id)),
+    );
+    let blue = catalog::load(blue.pgt_id).expect("locked");
+    let green = catalog::load(green.pgt_id).expect("locked");
+    let moving: Vec<&StreamTable> = moving.iter().collect();
+    if let Some(e) = not_ready(&blue, &green, force, max_lag, &moving) {
+        return Err(e);
+    }
+    promote_locked(&blue, &green, &BTreeSet::new())
+}
+
+fn promote_locked(
+    blue: &StreamTable,
+    green: &StreamTable,
+    staying: &BTreeSet<i64>,
+) -> PgtResult<f64> {
+    let retired = retired_name(blue);
+    let held = execute(
+        &Swap {
+            leaving: blue,
+            arriving: green,
+            leaving_name: retired.clone(),
+        },
+        staying,
+    )?;
+    link(&format!("retired_by = {}", green.pgt_id), blue.pgt_id);
+    link("green_of = NULL", green.pgt_id);
+    let public = catalog::load(green.pgt_id).expect("promoted");
+    announce(
+        "green_promoted",
+        &public,
+        serde_json::json!({ "retired": format!("{}.{retired}", blue.schema), "lock_ms": held }),
+    );
+    Ok(held)
+}
+
+/// Promotes every green (of `group`, or all), group by group: a group only
+/// when each of its greens is ready, in dependency order. A green without a
+/// group is a group of its own.
+pub fn promote_all(group: Option<&str>) -> PgtResult<Vec<Outcome>> {
+    let all = catalog::all();
+    let ids: Vec<i64> = all.iter().map(|st| st.pgt_id).collect();
+    let order = topological_order(&ids, &catalog::stream_table_edges()).unwrap_or(ids);
+    let greens: Vec<StreamTable> = order
+        .iter()
+        .filter_map(|id| all.iter().find(|st| st.pgt_id == *id))
+        .filter(|st| st.green_of.is_some())
+        .filter(|st| group.is_none() || st.pipeline_group.as_deref() == group)
+        .cloned()
+        .collect();
+    let mut partitions: Vec<Vec<StreamTable>> = Vec::new();
+    for green in greens {
+        match partitions
+            .iter_mut()
+            .find(|p| green.pipeline_group.is_some() && p[0].pipeline_group == green.pipeline_group)
+        {
+            Some(p) => p.push(green),
+            None => partitions.push(vec![green]),
+        }
+    }
+    let mut outcomes = Vec::new();
+    for members in partitions {
+        outcomes.extend(promote_partition(&members)?);
+    }
+    Ok(outcomes)
+}
+
+fn promote_partition(members: &[StreamTable]) -> PgtResult<Vec<Outcome>> {
+    let pairs: Vec<(StreamTable, StreamTable)> = members
+        .iter()
+        .map(|g| pair(&g.qualified_name()))
+        .collect::<PgtResult<_>>()?;
+    for (blue, _) in &pairs {
+        check_owner(blue)?;
+    }
+    // Blues of the group keep reading each other once retired.
+    let staying: BTreeSet<i64> = pairs.iter().map(|(b, _)| b.pgt_id).collect();
+    let mut ids = Vec::new();
+    for (blue, green) in &pairs {
+        ids.extend([blue.pgt_id, green.pgt_id]);
+        ids.extend(readers(blue, green).iter().map(|r| r.pgt_id));
+    }
+    lock_refreshes(ids);
+    let pairs: Vec<(StreamTable, StreamTable)> = pairs
+        .iter()
+        .map(|(b, g)| {
+            (
+                catalog::load(b.pgt_id).expect("locked"),
+                catalog::load(g.pgt_id).expect("locked"),
+            )
+        })
+        .collect();
+    let mut blocked: Option<(String, String)> = None;
+    for (blue, green) in &pairs {
+        let moving_owned = readers(blue, green);
+        let moving: Vec<&StreamTable> = moving_owned
+            .iter()
+            .filter(|r| !staying.contains(&r.pgt_id))
+            .collect();
+        if let Some(e) = not_ready(blue, green, false, None, &moving) {
+            blocked = Some((green.display_name(), e.message.clone()));
+            break;
+        }
+    }
+    if let Some((who, why)) = blocked {
+        return Ok(pairs
+            .iter()
+            .map(|(blue, green)| Outcome {
+                stream_table: blue.display_name(),
+                green: green.display_name(),
+                action: "skipped",
+                detail: if green.display_name() == who {
+                    why.clone()
+                } else {
+                    format!("{who} of the same pipeline group is not ready: {why}")
+                },
+            })
+            .collect());
+    }
+    let mut outcomes = Vec::new();
+    for (blue, green) in &pairs {
+        // Earlier swaps of the group may have renamed what this pair reads.
+        let blue = catalog::load(blue.pgt_id).expect("locked");
+        let green = catalog::load(green.pgt_id).expect("locked");
+        let held = promote_locked(&blue, &green, &staying)?;
+        outcomes.push(Outcome {
+            stream_table: blue.display_name(),
+            green: green.display_name(),
+            action: "promoted",
+            detail: format!(
+                "{} retired as {}.{}; storage locked for {held:.1} ms",
+                blue.display_name(),
+                blue.schema,
+                retired_name(&blue)
+            ),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Swaps the stream table `name` back for the retired one it replaced,
+/// which is refreshed first; the replaced one becomes its green again.
+pub fn rollback(name: &str) -> PgtResult<f64> {
+    let current = catalog::find(name)?;
+    check_owner(&current)?;
+    let retired = retired_of(&current).ok_or_else(|| {
+        PgtError::new(
+            ErrorKind::ObjectState,
+            format!(
+                "stream table {} has no retired predecessor to roll back to",
+                current.display_name()
+            ),
+        )
+        .with_hint(
+            "Only a promoted green can be rolled back, until drop_retired drops what it replaced.",
+        )
+    })?;
+    let as_green = green_name(&current);
+    require_free(
+        &current.schema,
+        &as_green,
+        "rollback",
+        &current.display_name(),
+    )?;
+    let moving = readers(&current, &retired);
+    lock_refreshes(
+        [current.pgt_id, retired.pgt_id]
+            .into_iter()
+            .chain(moving.iter().map(|r| r.pgt_id)),
+    );
+    let current = catalog::load(current.pgt_id).expect("locked");
+    let retired = catalog::load(retired.pgt_id).expect("locked");
+    // It has been maintained on its schedule; this makes it exact now.
+    refresh::refresh_locked(&retired, Initiator::Manual)?;
+    let retired = catalog::load(retired.pgt_id).expect("locked");
+    let moving: Vec<&StreamTable> = moving.iter().collect();
+    check_compatible(&current, &retired, &moving)?;
+    let held = execute(
+        &Swap {
+            leaving: &current,
+            arriving: &retired,
+            leaving_name: as_green,
+        },
+        &BTreeSet::new(),
+    )?;
+    link("retired_by = NULL", retired.pgt_id);
+    link(&format!("green_of = {}", retired.pgt_id), current.pgt_id);
+    let public = catalog::load(retired.pgt_id).expect("rolled back");
+    let green = catalog::load(current.pgt_id).expect("rolled back");
+    announce(
+        "green_rolled_back",
+        &public,
+        serde_json::json!({ "green": green.display_name(), "lock_ms": held }),
+    );
+    Ok(held)
+}
