@@ -42,8 +42,33 @@ wal_level = logical
 CONF
 run_pg "$BINDIR/pg_ctl" -D "$DEMO_DIR/data" -l "$DEMO_DIR/server.log" -w start >/dev/null
 
-env -u RUST_BACKTRACE "$BINDIR/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
-    -f scripts/demo.sql
+psql_demo() {
+    env -u RUST_BACKTRACE "$BINDIR/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres "$@"
+}
+psql_demo -f scripts/demo.sql
+
+# Blue-green, with a reader looping on the table being redeployed: it
+# counts its reads, errors and empty results.
+reader() {
+    local reads=0 errors=0 empty=0 out
+    while [ ! -e "$DEMO_DIR/stop-reader" ]; do
+        if out=$(psql_demo -qtA -c "SELECT count(*) FROM revenue_by_region" 2>>"$DEMO_DIR/reader.err"); then
+            [ "$out" != "0" ] || empty=$((empty + 1))
+        else
+            errors=$((errors + 1))
+        fi
+        reads=$((reads + 1))
+    done
+    echo "$reads $errors $empty" >"$DEMO_DIR/reader.out"
+}
+reader &
+READER=$!
+psql_demo -f scripts/demo_bluegreen.sql
+touch "$DEMO_DIR/stop-reader"
+wait "$READER"
+read -r reads errors empty <"$DEMO_DIR/reader.out"
+echo "-- the reader: $reads reads of revenue_by_region during the redeployment, $errors errors, $empty empty results"
+[ "$errors" -eq 0 ] && [ "$empty" -eq 0 ] || { cat "$DEMO_DIR/reader.err"; exit 1; }
 
 if [ -n "${PGT_DEMO_KEEP:-}" ]; then
     echo

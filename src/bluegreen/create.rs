@@ -44,7 +44,7 @@ pub fn create_green(req: GreenRequest) -> PgtResult<String> {
             refresh_mode: mode,
             initialize: false,
         })?;
-        Ok(catalog::find(&green_qualified)?)
+        catalog::find(&green_qualified)
     })?;
     if reads(&green, &blue) {
         return Err(PgtError::invalid(format!(
