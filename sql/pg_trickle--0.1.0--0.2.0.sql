@@ -95,6 +95,9 @@ ALTER TABLE pgtrickle.pgt_stream_tables
     ADD COLUMN IF NOT EXISTS green_of BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
     ADD COLUMN IF NOT EXISTS retired_by BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
     ADD COLUMN IF NOT EXISTS pipeline_group TEXT;
+-- Following renames of sources; filled for existing stream tables by
+-- pgtrickle.migrate().
+ALTER TABLE pgtrickle.pgt_stream_tables ADD COLUMN IF NOT EXISTS query_tree TEXT;
 
 -- 5. Blue-green functions.
 CREATE OR REPLACE FUNCTION pgtrickle."cancel_green"(

@@ -12,7 +12,6 @@ use pgrx::pg_sys::{self, Oid};
 use pgtrickle_core::quote::{ident, literal, qualified};
 use pgtrickle_core::schedule::Schedule;
 use std::collections::BTreeMap;
-use std::ffi::CStr;
 
 /// `FULL`, `DIFFERENTIAL` or `AUTO`, case-insensitively.
 pub fn parse_mode(mode: &str) -> PgtResult<String> {
@@ -142,19 +141,9 @@ pub(crate) fn probe_dependencies(query: &str) -> Dependencies {
 }
 
 /// The query printed back by PostgreSQL with `*` expanded and every name
-/// schema-qualified (search_path emptied while printing).
+/// schema-qualified.
 pub(crate) fn expanded_query(analysis: &Analysis) -> String {
-    let saved =
-        spi::query_value("SELECT pg_catalog.current_setting('search_path')").unwrap_or_default();
-    spi::execute("SELECT pg_catalog.set_config('search_path', '', true)");
-    let text = unsafe { CStr::from_ptr(pg_sys::pg_get_querydef(analysis.query, false)) }
-        .to_string_lossy()
-        .into_owned();
-    spi::execute(&format!(
-        "SELECT pg_catalog.set_config('search_path', {}, true)",
-        literal(&saved)
-    ));
-    text
+    crate::dvm::tree::print(analysis.query)
 }
 
 fn is_stream_table(relid: u32) -> bool {
@@ -280,8 +269,8 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
     let pgt_id = spi::as_role(spi::superuser(), || -> i64 {
         let id = spi::query_value(&format!(
             "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_name, pgt_schema, defining_query, original_query, \
-             schedule, refresh_mode, status, functions_used) VALUES ({relid}, {}, {}, {}, {}, {}, {}, 'INITIALIZING', {}::text[]) \
-             RETURNING pgt_id::text",
+             schedule, refresh_mode, status, functions_used) \
+             VALUES ({relid}, {}, {}, {}, {}, {}, {}, 'INITIALIZING', {}::text[]) RETURNING pgt_id::text",
             literal(&table),
             literal(&schema),
             literal(&expanded),
@@ -293,6 +282,7 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
         .and_then(|v| v.parse().ok())
         .expect("pgt_id");
         record_dependencies(id, &deps, &base_tables);
+        catalog::set_query(id, &expanded, analysis.query);
         id
     });
     if mode != "FULL" {

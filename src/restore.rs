@@ -78,6 +78,7 @@ pub fn repair_if_restored() -> PgtResult<()> {
         spi::execute("DELETE FROM pgtrickle.pgt_dependencies");
         for st in catalog::all() {
             let analysis = analyze(&st.defining_query)?;
+            catalog::set_query(st.pgt_id, &st.defining_query, analysis.query);
             let deps = probe_dependencies(&st.defining_query);
             let base: Vec<u32> = analysis.base_tables().iter().map(|o| o.to_u32()).collect();
             record_dependencies(st.pgt_id, &deps, &base);

@@ -4,9 +4,13 @@ use crate::cdc;
 use pgrx::prelude::*;
 
 /// Brings the change buffers, capture functions and triggers of every
-/// tracked source to the shape this version creates; reports each object
-/// and what was done (`created`, `replaced` or `unchanged`). Idempotent.
+/// tracked source to the shape this version creates, and stores the
+/// analysed form of queries that lack it (to follow renames); reports each
+/// object and what was done (`created`, `replaced`, `unchanged`, `stored`).
+/// Idempotent.
 #[pg_extern(schema = "pgtrickle")]
 fn migrate() -> TableIterator<'static, (name!(object, String), name!(action, String))> {
-    TableIterator::new(cdc::migrate_all())
+    let mut report = cdc::migrate_all();
+    report.extend(crate::ddl::rewrite::remember_queries());
+    TableIterator::new(report)
 }

@@ -205,10 +205,7 @@ fn execute(swap: &Swap, staying: &BTreeSet<i64>) -> PgtResult<f64> {
             ));
         }
         for (pgt_id, analysis) in &renamed {
-            spi::execute(&format!(
-                "UPDATE pgtrickle.pgt_stream_tables SET defining_query = {} WHERE pgt_id = {pgt_id}",
-                literal(&expanded_query(analysis))
-            ));
+            catalog::set_query(*pgt_id, &expanded_query(analysis), analysis.query);
         }
         let snapshot = snapshot_json(arriving.relid);
         for reader in &moving {

@@ -129,6 +129,42 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
     })
 }
 
+/// The stored analysed query of `pgt_id` (`dvm::tree`), if any.
+pub fn query_tree(pgt_id: i64) -> Option<String> {
+    read(&format!(
+        "SELECT to_jsonb(pgt_stream_tables)->>'query_tree' FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"
+    ))
+    .into_iter()
+    .next()
+    .and_then(|r| r.into_iter().next().flatten())
+}
+
+/// Stores the defining query of `pgt_id` with its analysed form (the
+/// latter only once the catalog has the column: a 0.1.0 catalog before
+/// ALTER EXTENSION UPDATE does not).
+pub fn set_query(pgt_id: i64, text: &str, query: *mut pgrx::pg_sys::Query) {
+    spi::as_role(spi::superuser(), || {
+        let has_tree = spi::query_value(
+            "SELECT 1::text FROM pg_catalog.pg_attribute \
+              WHERE attrelid = 'pgtrickle.pgt_stream_tables'::regclass AND attname = 'query_tree' AND NOT attisdropped",
+        )
+        .is_some();
+        let tree = if has_tree {
+            format!(
+                ", query_tree = {}",
+                literal(&crate::dvm::tree::encode(query))
+            )
+        } else {
+            String::new()
+        };
+        spi::execute(&format!(
+            "UPDATE pgtrickle.pgt_stream_tables SET defining_query = {}{tree}, updated_at = pg_catalog.now() \
+              WHERE pgt_id = {pgt_id}",
+            literal(text),
+        ))
+    });
+}
+
 /// Stream tables that read `pgt_id` (directly).
 pub fn dependents(pgt_id: i64) -> Vec<i64> {
     read(&format!(

@@ -41,6 +41,9 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     green_of           BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
     retired_by         BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
     pipeline_group     TEXT,
+    -- The analysed defining query (nodeToString, prefixed with the major
+    -- version), printed again to follow renames of sources (src/dvm/tree.rs).
+    query_tree         TEXT,
     UNIQUE (pgt_schema, pgt_name)
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS 'pg_trickle: one row per stream table';

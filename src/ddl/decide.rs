@@ -1,12 +1,11 @@
 //! The messages that stop a stream table: the problem, its impact, the fix
 //! as runnable SQL, and the alternatives.
 
-use super::columns::ColumnChange;
 use crate::catalog::StreamTable;
 use pgtrickle_core::quote::literal;
 
-pub fn stop_message(st: &StreamTable, table: &str, breaking: &[&ColumnChange]) -> String {
-    let what: Vec<String> = breaking.iter().map(|c| c.describe()).collect();
+/// `what` says what happened, e.g. `column "v" was dropped`.
+pub fn stop_message(st: &StreamTable, table: &str, what: &str) -> String {
     let name = literal(&st.display_name());
     format!(
         "pg_trickle: on table {table}, {what}, and stream table {st_name} uses it. \
@@ -15,7 +14,6 @@ pub fn stop_message(st: &StreamTable, table: &str, breaking: &[&ColumnChange]) -
          SELECT pgtrickle.create_stream_table({name}, <query using the new columns>). \
          Alternatives: undo the change on {table} and SELECT pgtrickle.alter_stream_table({name}, status => 'ACTIVE'); \
          or SET pg_trickle.block_source_ddl = on to have such changes rejected.",
-        what = what.join(" and "),
         st_name = st.display_name(),
     )
 }

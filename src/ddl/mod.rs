@@ -11,6 +11,7 @@
 
 pub mod columns;
 mod decide;
+pub mod rewrite;
 pub mod wal;
 
 use crate::catalog;
@@ -23,6 +24,7 @@ use columns::{changes, live_columns, snapshot_columns};
 use decide::stop_message;
 use pgrx::pg_sys::Oid;
 use pgtrickle_core::quote::literal;
+use pgtrickle_core::schema_change::{decide, Decision};
 
 thread_local! {
     /// Set while pg_trickle itself runs DDL on storage tables (the renames of
@@ -68,7 +70,9 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         let mut before_image: Option<String> = None;
         let mut all_changes: Vec<ColumnChange> = Vec::new();
         let mut stops: Vec<(i64, String)> = Vec::new();
+        let mut rewrites: Vec<(i64, String)> = Vec::new();
         let mut reinit: Vec<i64> = Vec::new();
+        let mut carry_on: Vec<i64> = Vec::new();
         let mut decisions = Vec::new();
         for row in dependents {
             let pgt_id: i64 = row[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
@@ -80,32 +84,49 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                 continue;
             };
             let found = changes(&before, &live);
-            let breaking: Vec<&ColumnChange> = found.iter().filter(|c| c.touches(&used)).collect();
-            let (decision, reason) = if found.is_empty() {
-                ("continue", None)
-            } else if breaking.is_empty() {
-                reinit.push(pgt_id);
-                (
-                    "reinitialize",
-                    Some(
-                        "columns it does not use changed; row identities cover every column"
-                            .to_string(),
-                    ),
-                )
+            let mut decision = decide(&found, &used);
+            let mut reason = None;
+            if decision != Decision::Stop {
+                // Renamed tables and columns: the query printed again from
+                // its analysed form names them as they are now.
+                match rewrite::reprinted(&st, &found, &used) {
+                    Ok(Some(text)) => {
+                        decision = decision.max(Decision::Rewrite);
+                        reason = Some("the stored query now names the source as it is".to_string());
+                        rewrites.push((pgt_id, text));
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        decision = Decision::Stop;
+                        reason = Some(stop_message(&st, &table, &why));
+                    }
+                }
             } else {
-                let message = stop_message(&st, &table, &breaking);
-                stops.push((pgt_id, message.clone()));
-                (
-                    if config::BLOCK_SOURCE_DDL.get() {
-                        "reject"
-                    } else {
-                        "stop"
-                    },
-                    Some(message),
-                )
+                let breaking: Vec<String> = found
+                    .iter()
+                    .filter(|c| c.decide(&used) == Decision::Stop)
+                    .map(|c| c.describe())
+                    .collect();
+                reason = Some(stop_message(&st, &table, &breaking.join(" and ")));
+            }
+            match decision {
+                Decision::Stop => stops.push((pgt_id, reason.clone().unwrap_or_default())),
+                Decision::Reinitialize => {
+                    reason = Some(
+                        "its next refresh is a full one: row identities hash every column, or a used column was widened"
+                            .to_string(),
+                    );
+                    reinit.push(pgt_id);
+                }
+                _ => carry_on.push(pgt_id),
+            }
+            let label = if decision == Decision::Stop && config::BLOCK_SOURCE_DDL.get() {
+                "reject"
+            } else {
+                decision.as_str()
             };
             decisions.push(serde_json::json!({
-                "schema": st.schema, "name": st.name, "decision": decision, "reason": reason,
+                "schema": st.schema, "name": st.name, "decision": label, "reason": reason,
             }));
             for change in found {
                 if !all_changes.contains(&change) {
@@ -133,16 +154,20 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         for (pgt_id, message) in &stops {
             stop(*pgt_id, message);
         }
-        for pgt_id in reinit {
+        for (pgt_id, text) in &rewrites {
+            rewrite::apply(*pgt_id, text)?;
+        }
+        for pgt_id in reinit.iter().chain(&carry_on) {
             spi::execute(&format!(
                 "UPDATE pgtrickle.pgt_dependencies SET column_snapshot = {snap}::jsonb, \
                         schema_fingerprint = pgtrickle.pg_trickle_hash({snap})::text \
-                  WHERE pgt_id = {pgt_id} AND source_relid = {oid}; \
-                 UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true, updated_at = pg_catalog.now() \
-                  WHERE pgt_id = {pgt_id}",
+                  WHERE pgt_id = {pgt_id} AND source_relid = {oid}",
                 snap = literal(&after_image),
                 oid = source.to_u32()
             ));
+        }
+        for pgt_id in &reinit {
+            rewrite::reinitialize(*pgt_id)?;
         }
         Ok(())
     })

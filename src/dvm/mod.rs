@@ -6,10 +6,13 @@
 //!   cores, possibly grouped, possibly UNION ALL'ed);
 //! * `flat` — print a block's core with each source replaced by its full
 //!   contents or its change window (query-tree surgery + `pg_get_querydef`);
+//! * `tree` — the analysed query kept in the catalog, printed again after
+//!   renames;
 //! * `pgtrickle_core::dvm` — pure: the storage layout and the refresh SQL
 //!   built around the printed cores.
 
 pub mod analyze;
 pub mod flat;
+pub mod tree;
 
 pub use pgtrickle_core::dvm::{plan, sqlgen};

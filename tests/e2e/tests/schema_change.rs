@@ -202,3 +202,115 @@ fn ddl_on_unrelated_tables_is_left_alone() {
         .get(0);
     assert!(!reinit);
 }
+
+fn stored_query(c: &mut Client, st: &str) -> String {
+    c.query_one(
+        "SELECT defining_query FROM pgtrickle.pgt_stream_tables WHERE pgt_name = $1",
+        &[&st],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn last_action(c: &mut Client, st: &str) -> String {
+    c.query_one(
+        "SELECT h.action FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+          WHERE s.pgt_name = $1 ORDER BY refresh_id DESC LIMIT 1",
+        &[&st],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn renamed_used_columns_and_tables_are_followed_without_a_full_refresh() {
+    for block in ["off", "on"] {
+        let (_cluster, mut c) = cluster_with_extension();
+        c.batch_execute(SETUP).unwrap();
+        c.batch_execute(&format!("SET pg_trickle.block_source_ddl = {block}"))
+            .unwrap();
+        // Pending changes before each rename are applied after it.
+        c.batch_execute(
+            "UPDATE t SET v = v + 3 WHERE id % 4 = 0; INSERT INTO t (id, g, v) VALUES (900, 2, 90)",
+        )
+        .unwrap();
+        c.batch_execute("ALTER TABLE t RENAME COLUMN v TO amount")
+            .unwrap();
+        c.batch_execute("DELETE FROM t WHERE id % 9 = 0; ALTER TABLE t RENAME TO facts; UPDATE facts SET amount = amount * 2 WHERE g = 1")
+            .unwrap();
+        for st in ["sums", "rows_"] {
+            let q = stored_query(&mut c, st);
+            assert!(
+                q.contains("public.facts") && q.contains("amount"),
+                "{st}: {q}"
+            );
+            assert_eq!(status(&mut c, st).0, "ACTIVE", "block_source_ddl {block}");
+        }
+        c.batch_execute("SELECT pgtrickle.refresh_stream_table('sums'); SELECT pgtrickle.refresh_stream_table('rows_')")
+            .unwrap();
+        // The stream tables keep their own column names.
+        assert!(exact(
+            &mut c,
+            "sums",
+            "g, n, total",
+            "SELECT g, count(*), sum(amount) FROM facts GROUP BY g"
+        ));
+        assert!(exact(
+            &mut c,
+            "rows_",
+            "id, v",
+            "SELECT id, amount FROM facts WHERE amount > 10"
+        ));
+        assert_eq!(last_action(&mut c, "sums"), "DIFFERENTIAL");
+        c.batch_execute("UPDATE facts SET amount = amount - 1 WHERE id % 2 = 0; SELECT pgtrickle.refresh_stream_table('sums'); SELECT pgtrickle.refresh_stream_table('rows_')")
+            .unwrap();
+        assert!(exact(
+            &mut c,
+            "sums",
+            "g, n, total",
+            "SELECT g, count(*), sum(amount) FROM facts GROUP BY g"
+        ));
+        assert!(exact(
+            &mut c,
+            "rows_",
+            "id, v",
+            "SELECT id, amount FROM facts WHERE amount > 10"
+        ));
+    }
+}
+
+#[test]
+fn a_safe_widening_retypes_storage_and_refreshes_in_full_once() {
+    for block in ["off", "on"] {
+        let (_cluster, mut c) = cluster_with_extension();
+        c.batch_execute(SETUP).unwrap();
+        c.batch_execute(&format!("SET pg_trickle.block_source_ddl = {block}"))
+            .unwrap();
+        c.batch_execute("UPDATE t SET v = v + 5 WHERE id % 3 = 0")
+            .unwrap();
+        c.batch_execute("ALTER TABLE t ALTER COLUMN v TYPE bigint")
+            .unwrap();
+        c.batch_execute("INSERT INTO t (id, g, v) VALUES (901, 1, 5000000000)")
+            .unwrap();
+        let types: Vec<String> = c
+            .query(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                  WHERE (attrelid, attname) IN (('rows_'::regclass, 'v'), ('sums'::regclass, 'total')) ORDER BY attrelid::regclass::text",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(types, vec!["bigint".to_string(), "numeric".to_string()]);
+        refresh_and_check(&mut c);
+        for st in ["sums", "rows_"] {
+            assert_eq!(status(&mut c, st).0, "ACTIVE");
+            assert_ne!(last_action(&mut c, st), "DIFFERENTIAL", "{st}: full once");
+        }
+        c.batch_execute("UPDATE t SET v = v + 1 WHERE id % 2 = 0; DELETE FROM t WHERE id = 7")
+            .unwrap();
+        refresh_and_check(&mut c);
+        assert_eq!(last_action(&mut c, "sums"), "DIFFERENTIAL");
+    }
+}
