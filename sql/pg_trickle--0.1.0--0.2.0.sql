@@ -31,6 +31,13 @@ STRICT
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_source_altered_wrapper';
 
+CREATE OR REPLACE FUNCTION pgtrickle."_storage_altered"(
+	"relid" oid /* pgrx::pg_sys::submodules::oids::Oid */
+) RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_storage_altered_wrapper';
+
 CREATE OR REPLACE FUNCTION pgtrickle."_source_dropped"(
     "relid" oid,
     "identity" TEXT
@@ -48,6 +55,9 @@ BEGIN
         SELECT DISTINCT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
          WHERE c.classid = 'pg_catalog.pg_class'::regclass
     LOOP
+        IF EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.objid) THEN
+            PERFORM pgtrickle._storage_altered(r.objid);
+        END IF;
         IF EXISTS (SELECT FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = r.objid) THEN
             PERFORM pgtrickle._source_altered(r.objid);
         END IF;
@@ -76,6 +86,7 @@ REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._on_sql_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_dropped(oid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._storage_altered(oid) FROM PUBLIC;
 
 DO $$
 BEGIN

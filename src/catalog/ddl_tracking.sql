@@ -13,6 +13,9 @@ BEGIN
         SELECT DISTINCT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
          WHERE c.classid = 'pg_catalog.pg_class'::regclass
     LOOP
+        IF EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.objid) THEN
+            PERFORM pgtrickle._storage_altered(r.objid);
+        END IF;
         IF EXISTS (SELECT FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = r.objid) THEN
             PERFORM pgtrickle._source_altered(r.objid);
         END IF;
@@ -41,6 +44,7 @@ REVOKE ALL ON FUNCTION pgtrickle._on_ddl_end() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._on_sql_drop() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_altered(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgtrickle._source_dropped(oid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgtrickle._storage_altered(oid) FROM PUBLIC;
 
 CREATE EVENT TRIGGER pg_trickle_ddl_tracker ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION pgtrickle._on_ddl_end();

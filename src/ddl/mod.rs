@@ -12,6 +12,7 @@
 pub mod columns;
 mod decide;
 pub mod rewrite;
+mod storage;
 pub mod wal;
 
 use crate::catalog;
@@ -47,6 +48,14 @@ pub fn as_own_ddl<R>(f: impl FnOnce() -> R) -> R {
 
 fn own_ddl() -> bool {
     OWN_DDL.with(|flag| flag.get())
+}
+
+/// After ALTER TABLE on a stream table's storage.
+pub fn storage_altered(relid: Oid) -> PgtResult<()> {
+    if own_ddl() || crate::restore::restored() {
+        return Ok(());
+    }
+    storage::storage_altered(relid)
 }
 
 /// After ALTER TABLE on `source`.

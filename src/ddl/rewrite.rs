@@ -76,17 +76,25 @@ pub fn reinitialize(pgt_id: i64) -> PgtResult<()> {
         .chain(plan.internal_columns())
         .collect();
     let live = live_columns(st.relid);
-    for (name, type_sql) in expected {
-        if live
-            .iter()
-            .any(|c| c.name == name && c.type_sql != type_sql)
-        {
-            spi::execute(&format!(
-                "ALTER TABLE {} ALTER COLUMN {col} TYPE {type_sql} USING {col}::{type_sql}",
-                st.qualified_name(),
-                col = ident(&name)
-            ));
-        }
+    let retypes: Vec<String> = expected
+        .iter()
+        .filter(|(name, type_sql)| live.iter().any(|c| &c.name == name && &c.type_sql != type_sql))
+        .map(|(name, type_sql)| {
+            format!(
+                "ALTER COLUMN {col} TYPE {type_sql} USING {col}::{type_sql}",
+                col = ident(name)
+            )
+        })
+        .collect();
+    // One statement: the storage's own DDL check (and the decisions of
+    // stream tables reading this one) sees the table with every column
+    // retyped.
+    if !retypes.is_empty() {
+        spi::execute(&format!(
+            "ALTER TABLE {} {}",
+            st.qualified_name(),
+            retypes.join(", ")
+        ));
     }
     catalog::set_query(pgt_id, &st.defining_query, analysis.query);
     spi::execute(&format!(

@@ -314,3 +314,52 @@ fn a_safe_widening_retypes_storage_and_refreshes_in_full_once() {
         assert_eq!(last_action(&mut c, "sums"), "DIFFERENTIAL");
     }
 }
+
+#[test]
+fn ddl_on_a_stream_tables_own_storage_is_checked() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    c.batch_execute(
+        "SELECT pgtrickle.create_stream_table('nothing', 'SELECT id, v FROM t WHERE v < 0', NULL)",
+    )
+    .unwrap();
+    let refused = |c: &mut Client, ddl: &str| {
+        let e = c.batch_execute(ddl).expect_err(ddl);
+        let (code, message, _, hint) = db_error(&e);
+        assert_eq!(code, "55000", "{ddl}: {message}");
+        assert!(message.contains("would make its refreshes fail"), "{message}");
+        assert!(hint.unwrap_or_default().contains("create_green"));
+        message
+    };
+    let m = refused(&mut c, "ALTER TABLE sums DROP COLUMN total");
+    assert!(m.contains("\"total\" is gone"), "{m}");
+    let m = refused(&mut c, "ALTER TABLE sums ALTER COLUMN total TYPE text");
+    assert!(m.contains("\"total\" is now text"), "{m}");
+    refused(&mut c, "ALTER TABLE sums RENAME COLUMN n TO how_many");
+    refused(&mut c, "ALTER TABLE sums DROP COLUMN __pgt_row_id");
+    let m = refused(&mut c, "ALTER TABLE nothing ADD COLUMN must int NOT NULL");
+    assert!(m.contains("NOT NULL without a default"), "{m}");
+    // A nullable or defaulted column may be added; refreshes go on.
+    c.batch_execute("ALTER TABLE sums ADD COLUMN remark text, ADD COLUMN flag int NOT NULL DEFAULT 0")
+        .unwrap();
+    c.batch_execute("UPDATE t SET v = v + 1 WHERE id % 2 = 0").unwrap();
+    refresh_and_check(&mut c);
+    // A rename of the table is followed by the catalog.
+    c.batch_execute("ALTER TABLE sums RENAME TO sums_by_g").unwrap();
+    c.batch_execute("UPDATE t SET v = v + 1 WHERE id % 3 = 0; SELECT pgtrickle.refresh_stream_table('sums_by_g')")
+        .unwrap();
+    assert!(exact(
+        &mut c,
+        "sums_by_g",
+        "g, n, total",
+        "SELECT g, count(*), sum(v) FROM t GROUP BY g"
+    ));
+    let listed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_status() WHERE name = 'public.sums_by_g' OR name = 'sums_by_g'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(listed, 1);
+}
