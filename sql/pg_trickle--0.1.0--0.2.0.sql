@@ -101,6 +101,20 @@ BEGIN
 END
 $$;
 
+-- What source changes mean for a stream table.
+CREATE OR REPLACE FUNCTION pgtrickle."schema_diff"(
+	"name" TEXT /* & str */
+) RETURNS TABLE (
+	"source" TEXT,  /* String */
+	"change" TEXT,  /* String */
+	"decision" TEXT,  /* String */
+	"effect" TEXT,  /* String */
+	"fix" TEXT  /* String */
+)
+STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'schema_diff_wrapper';
+
 -- 4. Blue-green: catalog columns (the functions are in section 5).
 ALTER TABLE pgtrickle.pgt_stream_tables
     ADD COLUMN IF NOT EXISTS green_of BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,

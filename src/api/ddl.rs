@@ -21,3 +21,26 @@ fn _storage_altered(relid: pg_sys::Oid) {
 fn _source_dropped(relid: pg_sys::Oid, identity: &str) {
     ddl::source_dropped(relid, identity).or_raise()
 }
+
+/// What the changes of its sources mean for stream table `name`: the
+/// decisions DDL tracking took in this transaction (run the DDL in a
+/// transaction, look, roll back) and differences it has not seen yet.
+#[pg_extern(schema = "pgtrickle")]
+fn schema_diff(
+    name: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(source, String),
+        name!(change, String),
+        name!(decision, String),
+        name!(effect, String),
+        name!(fix, String),
+    ),
+> {
+    let rows = ddl::diff::schema_diff(name).or_raise();
+    TableIterator::new(
+        rows.into_iter()
+            .map(|r| (r.source, r.change, r.decision, r.effect, r.fix)),
+    )
+}

@@ -10,6 +10,7 @@
 //! column; constraint, index and default changes need nothing.
 
 pub mod columns;
+pub mod diff;
 mod decide;
 pub mod rewrite;
 mod storage;
@@ -128,6 +129,13 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                     reinit.push(pgt_id);
                 }
                 _ => carry_on.push(pgt_id),
+            }
+            let rejected = config::BLOCK_SOURCE_DDL.get();
+            for change in &found {
+                diff::record(&st, &table, &change.describe(), change.decide(&used), rejected);
+            }
+            if found.is_empty() && decision == Decision::Rewrite {
+                diff::record(&st, &table, "the table was renamed or moved", decision, rejected);
             }
             let label = if decision == Decision::Stop && config::BLOCK_SOURCE_DDL.get() {
                 "reject"
@@ -300,7 +308,7 @@ fn table_name(source: Oid) -> String {
     spi::query_value(&format!("SELECT {}::regclass::text", source.to_u32())).unwrap_or_default()
 }
 
-fn parse_text_array(text: &str) -> Vec<String> {
+pub(crate) fn parse_text_array(text: &str) -> Vec<String> {
     text.trim_matches(|c| c == '{' || c == '}')
         .split(',')
         .filter(|s| !s.is_empty())

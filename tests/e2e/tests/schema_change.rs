@@ -363,3 +363,45 @@ fn ddl_on_a_stream_tables_own_storage_is_checked() {
         .get(0);
     assert_eq!(listed, 1);
 }
+
+#[test]
+fn schema_diff_shows_what_ddl_would_do_inside_a_rolled_back_transaction() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(SETUP).unwrap();
+    let diff = |c: &mut Client, st: &str| -> Vec<(String, String, String)> {
+        c.query(
+            "SELECT change, decision, fix FROM pgtrickle.schema_diff($1) ORDER BY change",
+            &[&st],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    assert!(diff(&mut c, "sums").is_empty());
+    c.batch_execute(
+        "BEGIN; ALTER TABLE t DROP COLUMN v, ALTER COLUMN g TYPE bigint, ADD COLUMN extra int;",
+    )
+    .unwrap();
+    let rows = diff(&mut c, "sums");
+    c.batch_execute("ROLLBACK").unwrap();
+    let find = |what: &str| {
+        rows.iter()
+            .find(|r| r.0.contains(what))
+            .unwrap_or_else(|| panic!("no row for {what}: {rows:?}"))
+            .clone()
+    };
+    let (_, decision, fix) = find("\"v\" was dropped");
+    assert_eq!(decision, "stop");
+    assert!(fix.contains("create_green('public.sums'"), "{fix}");
+    assert_eq!(find("\"g\" changed type").1, "reinitialize");
+    assert_eq!(find("\"extra\"").1, "reinitialize");
+    // Rolled back: nothing happened.
+    assert_eq!(status(&mut c, "sums").0, "ACTIVE");
+    assert!(diff(&mut c, "sums").is_empty());
+    c.batch_execute("BEGIN; ALTER TABLE t RENAME COLUMN v TO w").unwrap();
+    let rows = diff(&mut c, "rows_");
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1, "rewrite");
+}
