@@ -70,6 +70,8 @@ read -r reads errors empty <"$DEMO_DIR/reader.out"
 echo "-- the reader: $reads reads of revenue_by_region during the redeployment, $errors errors, $empty empty results"
 [ "$errors" -eq 0 ] && [ "$empty" -eq 0 ] || { cat "$DEMO_DIR/reader.err"; exit 1; }
 
+psql_demo -f scripts/demo_schema.sql
+
 if [ -n "${PGT_DEMO_KEEP:-}" ]; then
     echo
     echo "The cluster is still running. Connect:  $BINDIR/psql -h 127.0.0.1 -p $PORT -U postgres"

@@ -22,7 +22,12 @@ extension_sql_file!("catalog/schema.sql", name = "catalog_schema", bootstrap);
 extension_sql_file!(
     "catalog/ddl_tracking.sql",
     name = "ddl_tracking",
-    requires = ["catalog_schema", _source_altered, _source_dropped, _storage_altered]
+    requires = [
+        "catalog_schema",
+        _source_altered,
+        _source_dropped,
+        _storage_altered
+    ]
 );
 extension_sql_file!(
     "catalog/monitoring.sql",

@@ -94,14 +94,18 @@ pub fn schema_diff(name: &str) -> PgtResult<Vec<DiffRow>> {
     });
     let deps = spi::as_role(spi::superuser(), || {
         spi::query(&format!(
-            "SELECT source_relid::bigint::text, coalesce(columns_used, '{{}}')::text, coalesce(column_snapshot, '[]')::text, \
-                    source_relid::regclass::text \
+            "SELECT source_relid::bigint::text, coalesce(columns_used, '{{}}')::text, coalesce(column_snapshot, '[]')::text \
                FROM pgtrickle.pgt_dependencies WHERE pgt_id = {} AND source_type <> 'VIEW' ORDER BY 1",
             st.pgt_id
         ))
     });
     for dep in deps {
         let relid = Oid::from(dep[0].as_deref().unwrap_or("0").parse::<u32>().unwrap_or(0));
+        let source = super::table_name(relid);
+        // Tracking already decided for this source in this transaction.
+        if rows.iter().any(|r| r.source == source) {
+            continue;
+        }
         let used = super::parse_text_array(dep[1].as_deref().unwrap_or("{}"));
         let found: Vec<ColumnChange> = changes(
             &snapshot_columns(dep[2].as_deref().unwrap_or("[]")),
@@ -111,7 +115,7 @@ pub fn schema_diff(name: &str) -> PgtResult<Vec<DiffRow>> {
             let decision = change.decide(&used);
             let (effect, fix) = effect_and_fix(&st, decision, false);
             rows.push(DiffRow {
-                source: dep[3].clone().unwrap_or_default(),
+                source: source.clone(),
                 change: format!("{} (not yet seen by DDL tracking)", change.describe()),
                 decision: decision.as_str().into(),
                 effect,

@@ -10,8 +10,8 @@
 //! column; constraint, index and default changes need nothing.
 
 pub mod columns;
-pub mod diff;
 mod decide;
+pub mod diff;
 pub mod rewrite;
 mod storage;
 pub mod wal;
@@ -132,10 +132,22 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
             }
             let rejected = config::BLOCK_SOURCE_DDL.get();
             for change in &found {
-                diff::record(&st, &table, &change.describe(), change.decide(&used), rejected);
+                diff::record(
+                    &st,
+                    &table,
+                    &change.describe(),
+                    change.decide(&used),
+                    rejected,
+                );
             }
             if found.is_empty() && decision == Decision::Rewrite {
-                diff::record(&st, &table, "the table was renamed or moved", decision, rejected);
+                diff::record(
+                    &st,
+                    &table,
+                    "the table was renamed or moved",
+                    decision,
+                    rejected,
+                );
             }
             let label = if decision == Decision::Stop && config::BLOCK_SOURCE_DDL.get() {
                 "reject"
@@ -304,8 +316,14 @@ fn stop(pgt_id: i64, message: &str) {
     }
 }
 
-fn table_name(source: Oid) -> String {
-    spi::query_value(&format!("SELECT {}::regclass::text", source.to_u32())).unwrap_or_default()
+/// `schema.table`, quoted where needed, whatever the search_path.
+pub(crate) fn table_name(source: Oid) -> String {
+    spi::query_value(&format!(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {}",
+        source.to_u32()
+    ))
+    .unwrap_or_default()
 }
 
 pub(crate) fn parse_text_array(text: &str) -> Vec<String> {

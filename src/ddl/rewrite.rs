@@ -78,7 +78,10 @@ pub fn reinitialize(pgt_id: i64) -> PgtResult<()> {
     let live = live_columns(st.relid);
     let retypes: Vec<String> = expected
         .iter()
-        .filter(|(name, type_sql)| live.iter().any(|c| &c.name == name && &c.type_sql != type_sql))
+        .filter(|(name, type_sql)| {
+            live.iter()
+                .any(|c| &c.name == name && &c.type_sql != type_sql)
+        })
         .map(|(name, type_sql)| {
             format!(
                 "ALTER COLUMN {col} TYPE {type_sql} USING {col}::{type_sql}",

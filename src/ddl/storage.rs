@@ -57,7 +57,10 @@ pub fn storage_altered(relid: Oid) -> PgtResult<()> {
             relid.to_u32()
         ));
         for c in &extra {
-            if required.iter().any(|r| r[0].as_deref() == Some(c.name.as_str())) {
+            if required
+                .iter()
+                .any(|r| r[0].as_deref() == Some(c.name.as_str()))
+            {
                 broken.push(format!(
                     "column \"{}\" is NOT NULL without a default, and refreshes insert rows without it",
                     c.name

@@ -327,7 +327,10 @@ fn ddl_on_a_stream_tables_own_storage_is_checked() {
         let e = c.batch_execute(ddl).expect_err(ddl);
         let (code, message, _, hint) = db_error(&e);
         assert_eq!(code, "55000", "{ddl}: {message}");
-        assert!(message.contains("would make its refreshes fail"), "{message}");
+        assert!(
+            message.contains("would make its refreshes fail"),
+            "{message}"
+        );
         assert!(hint.unwrap_or_default().contains("create_green"));
         message
     };
@@ -340,12 +343,16 @@ fn ddl_on_a_stream_tables_own_storage_is_checked() {
     let m = refused(&mut c, "ALTER TABLE nothing ADD COLUMN must int NOT NULL");
     assert!(m.contains("NOT NULL without a default"), "{m}");
     // A nullable or defaulted column may be added; refreshes go on.
-    c.batch_execute("ALTER TABLE sums ADD COLUMN remark text, ADD COLUMN flag int NOT NULL DEFAULT 0")
+    c.batch_execute(
+        "ALTER TABLE sums ADD COLUMN remark text, ADD COLUMN flag int NOT NULL DEFAULT 0",
+    )
+    .unwrap();
+    c.batch_execute("UPDATE t SET v = v + 1 WHERE id % 2 = 0")
         .unwrap();
-    c.batch_execute("UPDATE t SET v = v + 1 WHERE id % 2 = 0").unwrap();
     refresh_and_check(&mut c);
     // A rename of the table is followed by the catalog.
-    c.batch_execute("ALTER TABLE sums RENAME TO sums_by_g").unwrap();
+    c.batch_execute("ALTER TABLE sums RENAME TO sums_by_g")
+        .unwrap();
     c.batch_execute("UPDATE t SET v = v + 1 WHERE id % 3 = 0; SELECT pgtrickle.refresh_stream_table('sums_by_g')")
         .unwrap();
     assert!(exact(
@@ -399,7 +406,8 @@ fn schema_diff_shows_what_ddl_would_do_inside_a_rolled_back_transaction() {
     // Rolled back: nothing happened.
     assert_eq!(status(&mut c, "sums").0, "ACTIVE");
     assert!(diff(&mut c, "sums").is_empty());
-    c.batch_execute("BEGIN; ALTER TABLE t RENAME COLUMN v TO w").unwrap();
+    c.batch_execute("BEGIN; ALTER TABLE t RENAME COLUMN v TO w")
+        .unwrap();
     let rows = diff(&mut c, "rows_");
     c.batch_execute("ROLLBACK").unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
