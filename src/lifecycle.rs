@@ -305,14 +305,11 @@ pub fn create(req: CreateRequest) -> PgtResult<()> {
 }
 
 fn create_storage(qualified_name: &str, plan: &Plan) {
-    let mut cols: Vec<String> = plan
-        .columns
+    let cols: Vec<String> = plan
+        .storage_columns()
         .iter()
-        .map(|c| format!("{} {}", ident(&c.name), c.type_sql))
+        .map(|(name, ty)| format!("{} {ty}", ident(name)))
         .collect();
-    for (name, ty) in plan.internal_columns() {
-        cols.push(format!("{} {ty}", ident(&name)));
-    }
     spi::execute(&format!(
         "CREATE TABLE {qualified_name} ({})",
         cols.join(", ")

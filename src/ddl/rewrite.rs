@@ -69,12 +69,7 @@ pub fn reinitialize(pgt_id: i64) -> PgtResult<()> {
     };
     let analysis = analyze(&st.defining_query)?;
     let plan = refresh::plan_for(&analysis);
-    let expected: Vec<(String, String)> = plan
-        .columns
-        .iter()
-        .map(|c| (c.name.clone(), c.type_sql.clone()))
-        .chain(plan.internal_columns())
-        .collect();
+    let expected: Vec<(String, String)> = plan.storage_columns();
     let live = live_columns(st.relid);
     let retypes: Vec<String> = expected
         .iter()

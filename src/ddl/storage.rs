@@ -28,12 +28,7 @@ pub fn storage_altered(relid: Oid) -> PgtResult<()> {
         follow_rename(&st);
         let analysis = analyze(&st.defining_query)?;
         let plan = refresh::plan_for(&analysis);
-        let maintained: Vec<(String, String)> = plan
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.type_sql.clone()))
-            .chain(plan.internal_columns())
-            .collect();
+        let maintained: Vec<(String, String)> = plan.storage_columns();
         let live = live_columns(relid);
         let mut broken = Vec::new();
         for (name, type_sql) in &maintained {

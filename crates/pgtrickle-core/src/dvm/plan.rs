@@ -100,6 +100,15 @@ pub fn nonnull_state(agg: &Agg) -> String {
 }
 
 impl Plan {
+    /// Every column of the storage table, user columns first: (name, type).
+    pub fn storage_columns(&self) -> Vec<(String, String)> {
+        self.columns
+            .iter()
+            .map(|c| (c.name.clone(), c.type_sql.clone()))
+            .chain(self.internal_columns())
+            .collect()
+    }
+
     /// Storage columns beyond the visible ones: (name, type).
     pub fn internal_columns(&self) -> Vec<(String, String)> {
         let mut cols = vec![(ROW_ID.to_string(), "bigint".to_string())];
