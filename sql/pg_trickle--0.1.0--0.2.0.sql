@@ -101,6 +101,23 @@ BEGIN
 END
 $$;
 
+-- The write guard of storage tables (migrate() adds the triggers to
+-- existing stream tables).
+CREATE OR REPLACE FUNCTION pgtrickle."_check_direct_write"(
+	"relid" oid, /* pg_sys :: Oid */
+	"op" TEXT /* & str */
+) RETURNS void
+STRICT 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_direct_write_wrapper';
+CREATE OR REPLACE FUNCTION pgtrickle._guard_storage() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pgtrickle._check_direct_write(TG_RELID, TG_OP);
+    RETURN NULL;
+END
+$$;
+
 -- What source changes mean for a stream table.
 CREATE OR REPLACE FUNCTION pgtrickle."schema_diff"(
 	"name" TEXT /* & str */

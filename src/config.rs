@@ -25,6 +25,7 @@ pub static WAL_TRANSITION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300)
 pub static BLOCK_SOURCE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static DDL_MESSAGES: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static ALLOW_DIRECT_WRITES: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// How a differential refresh writes its delta into the storage table.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PostgresGucEnum)]
@@ -228,6 +229,14 @@ pub fn register() {
         c"Prefixes pg_trickle.ddl and pg_trickle.lifecycle, transactional.",
         &DDL_MESSAGES,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.allow_direct_writes",
+        c"Allow INSERT, UPDATE, DELETE and TRUNCATE on stream tables by users.",
+        c"Off: only refreshes write a stream table. Rows written directly are not undone by differential refreshes.",
+        &ALLOW_DIRECT_WRITES,
+        GucContext::Userset,
         GucFlags::default(),
     );
 }

@@ -30,6 +30,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "catalog/storage_guard.sql",
+    name = "storage_guard",
+    requires = ["catalog_schema", _check_direct_write]
+);
+extension_sql_file!(
     "catalog/monitoring.sql",
     name = "monitoring",
     requires = ["catalog_schema", parse_duration_seconds]

@@ -317,11 +317,48 @@ fn create_storage(qualified_name: &str, plan: &Plan) {
     spi::execute(&format!(
         "CREATE UNIQUE INDEX ON {qualified_name} (__pgt_row_id)"
     ));
+    add_write_guard(qualified_name);
     for (method, column) in plan.internal_indexes() {
         spi::execute(&format!(
             "CREATE INDEX ON {qualified_name} USING {method} ({column})"
         ));
     }
+}
+
+/// The trigger that keeps users' writes out of a storage table
+/// (`catalog/storage_guard.sql`). Not before ALTER EXTENSION UPDATE has
+/// created its function; migrate() adds it then.
+pub(crate) fn add_write_guard(qualified_name: &str) {
+    if spi::query_value("SELECT pg_catalog.to_regprocedure('pgtrickle._guard_storage()')::text")
+        .is_none()
+    {
+        return;
+    }
+    spi::execute(&format!(
+        "CREATE TRIGGER pg_trickle_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {qualified_name} \
+         FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle._guard_storage()"
+    ));
+}
+
+/// Adds the write guard to stream tables made before it existed; for
+/// migrate().
+pub fn guard_all() -> Vec<(String, String)> {
+    spi::as_role(spi::superuser(), || {
+        catalog::all()
+            .into_iter()
+            .filter(|st| {
+                spi::query_value(&format!(
+                    "SELECT 1::text FROM pg_catalog.pg_trigger WHERE tgrelid = {} AND tgname = 'pg_trickle_guard'",
+                    st.relid.to_u32()
+                ))
+                .is_none()
+            })
+            .map(|st| {
+                add_write_guard(&st.qualified_name());
+                (format!("write guard of {}", st.display_name()), "created".to_string())
+            })
+            .collect()
+    })
 }
 
 /// Raises unless the current user may act for the owner of `st`.

@@ -4,6 +4,7 @@
 mod bluegreen;
 mod ddl;
 mod explain;
+mod guard;
 mod lifecycle;
 mod migrate;
 mod util;

@@ -4,6 +4,7 @@
 
 pub mod cleanup;
 pub mod frontier;
+pub mod guard;
 mod window;
 
 use crate::catalog::{self, HistoryEntry, StreamTable};
@@ -79,6 +80,7 @@ pub fn plan_for(analysis: &Analysis) -> Plan {
 
 /// Refreshes `st`, which the caller has locked, and records the refresh.
 pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
+    let _writing = guard::Refreshing::start();
     if st.status == "ERROR" {
         return Err(PgtError::new(
             ErrorKind::ObjectState,

@@ -225,6 +225,7 @@ const CATALOG_COLUMNS: &[(&str, &str, &str, bool, Option<&str>)] = &[
 
 /// (name, default as shown by pg_settings) of every setting.
 const SETTINGS: &[(&str, &str)] = &[
+    ("pg_trickle.allow_direct_writes", "off"),
     ("pg_trickle.block_source_ddl", "off"),
     ("pg_trickle.cdc_mode", "trigger"),
     ("pg_trickle.change_buffer_schema", "pgtrickle_changes"),

@@ -615,3 +615,59 @@ fn changes_of_the_refreshing_transaction_are_applied_once() {
         "after commit, with a change made after the refresh"
     );
 }
+
+#[test]
+fn users_cannot_write_a_stream_table_unless_they_opt_in() {
+    let (_cluster, mut client) = cluster_with_extension();
+    setup(&mut client);
+    client
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('st', 'SELECT grp, sum(val) AS total FROM src GROUP BY grp', NULL);
+             SELECT pgtrickle.create_stream_table('st2', 'SELECT grp, total FROM st WHERE total > 0', NULL);",
+        )
+        .unwrap();
+    for (op, sql) in [
+        ("INSERT", "INSERT INTO st (grp, total) VALUES (99, 1)"),
+        ("UPDATE", "UPDATE st SET total = 0"),
+        ("DELETE", "DELETE FROM st"),
+        ("TRUNCATE", "TRUNCATE st"),
+    ] {
+        let e = client.batch_execute(sql).expect_err(sql);
+        let (code, message, _, hint) = db_error(&e);
+        assert_eq!(code, "55000", "{sql}");
+        assert!(
+            message.contains(&format!("cannot {op} stream table public.st")),
+            "{message}"
+        );
+        assert!(hint.unwrap_or_default().contains("allow_direct_writes"));
+    }
+    // Refreshes write as before, and a stream table reading it follows.
+    client
+        .batch_execute(
+            "UPDATE src SET val = val + 1;
+             SELECT pgtrickle.refresh_stream_table('st');
+             SELECT pgtrickle.refresh_stream_table('st2');",
+        )
+        .unwrap();
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM ((SELECT grp, total FROM st EXCEPT SELECT grp, sum(val) FROM src GROUP BY grp)
+               UNION ALL (SELECT grp, total FROM st2 EXCEPT SELECT grp, total FROM st WHERE total > 0)) d"
+        ),
+        0
+    );
+    // Opting in, for one transaction.
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL pg_trickle.allow_direct_writes = on; INSERT INTO st (grp, total) VALUES (99, 1); COMMIT;",
+        )
+        .unwrap();
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM st WHERE grp = 99"),
+        1
+    );
+    assert!(client
+        .batch_execute("DELETE FROM st WHERE grp = 99")
+        .is_err());
+}

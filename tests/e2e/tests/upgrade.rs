@@ -267,6 +267,18 @@ fn check_after_update(cluster: &Cluster, client: &mut Client) {
         again.iter().all(|a| a == "unchanged"),
         "migrate() is idempotent: {again:?}"
     );
+    // migrate() gave the older stream tables what 0.2.0 creates with new
+    // ones: the write guard and the analysed query (to follow renames).
+    let unfinished: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_stream_tables s
+              WHERE s.query_tree IS NULL
+                 OR NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = s.pgt_relid AND t.tgname = 'pg_trickle_guard')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(unfinished, 0);
     change_sources(client, 3);
     refresh_all(client);
     assert_all_exact(client);
