@@ -296,6 +296,14 @@ fn stop(pgt_id: i64, message: &str) {
           WHERE pgt_id = {pgt_id}",
         literal(message)
     ));
+    // The history shows where refreshes stopped, and why.
+    spi::execute(&format!(
+        "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, data_timestamp, start_time, end_time, action, status, \
+                reason, error_message) \
+         VALUES ({pgt_id}, pg_catalog.now(), pg_catalog.now(), pg_catalog.now(), 'SKIP', 'SKIPPED', \
+                 'stopped by a change of a source', {})",
+        literal(message)
+    ));
     if let Some(st) = catalog::load(pgt_id) {
         wal::lifecycle(
             "status_change",

@@ -103,6 +103,19 @@ fn a_used_column_change_stops_the_stream_table_with_its_reason() {
             "{error}"
         );
     }
+    let (action, error): (String, String) = {
+        let row = c
+            .query_one(
+                "SELECT h.action, h.error_message FROM pgtrickle.pgt_refresh_history h \
+                   JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+                  WHERE s.pgt_name = 'sums' ORDER BY refresh_id DESC LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(action, "SKIP");
+    assert!(error.contains("column \"v\" was dropped"), "{error}");
     // Writes keep working; refreshes are refused with the way out.
     c.batch_execute("INSERT INTO t (id, g) VALUES (1000, 1)")
         .unwrap();
