@@ -426,3 +426,237 @@ fn schema_diff_shows_what_ddl_would_do_inside_a_rolled_back_transaction() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].1, "rewrite");
 }
+
+/// The source of the table-driven test: `t(id, g, v, note)`; `uses` reads
+/// `v`, `plain` does not.
+struct Source {
+    table: String,
+    v: Option<String>,
+}
+
+impl Source {
+    fn uses_query(&self) -> Option<String> {
+        let v = self.v.as_ref()?;
+        Some(format!(
+            "SELECT g, count(*), sum({v}) FROM {} GROUP BY g",
+            self.table
+        ))
+    }
+
+    fn plain_query(&self) -> String {
+        format!("SELECT id, g FROM {} WHERE g <> 2", self.table)
+    }
+
+    /// Seeded random inserts, updates (some moving rows between groups) and
+    /// deletes, some rolled back.
+    fn random_dml(&self, c: &mut Client, rng: &mut pgtrickle_e2e::oracle::Rng, n: usize) {
+        let t = &self.table;
+        for _ in 0..n {
+            let id = rng.range(1, 120);
+            let sql = match (rng.below(4), &self.v) {
+                (0, Some(v)) => format!(
+                    "INSERT INTO {t} (id, g, {v}) VALUES ({id}, {}, {}) ON CONFLICT (id) DO NOTHING",
+                    rng.range(0, 4),
+                    rng.range(-50, 50)
+                ),
+                (0, None) => format!(
+                    "INSERT INTO {t} (id, g) VALUES ({id}, {}) ON CONFLICT (id) DO NOTHING",
+                    rng.range(0, 4)
+                ),
+                (1, Some(v)) => format!("UPDATE {t} SET {v} = {v} + {} WHERE id = {id}", rng.range(-9, 9)),
+                (1, None) | (2, _) => format!("UPDATE {t} SET g = {} WHERE id = {id}", rng.range(0, 4)),
+                _ => format!("DELETE FROM {t} WHERE id = {id}"),
+            };
+            let sql = if rng.pct(10) {
+                format!("BEGIN; {sql}; ROLLBACK")
+            } else {
+                sql
+            };
+            c.batch_execute(&sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
+    fn refresh_and_check(&self, c: &mut Client, uses_stopped: bool, what: &str) {
+        c.batch_execute("SELECT pgtrickle.refresh_stream_table('plain')")
+            .unwrap_or_else(|e| panic!("{what}: refresh plain: {e}"));
+        assert!(
+            exact(c, "plain", "id, g", &self.plain_query()),
+            "{what}: plain"
+        );
+        if !uses_stopped {
+            c.batch_execute("SELECT pgtrickle.refresh_stream_table('uses')")
+                .unwrap_or_else(|e| panic!("{what}: refresh uses: {e}"));
+            let q = self.uses_query().expect("v exists while uses is active");
+            assert!(exact(c, "uses", "g, n, total", &q), "{what}: uses");
+        }
+    }
+}
+
+#[test]
+fn every_row_of_the_schema_change_table_under_random_dml() {
+    // (DDL, decision for `uses` (reads v), decision for `plain`, the source
+    // afterwards: table, v's name or None).
+    let cases: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        (
+            "ALTER TABLE t ADD COLUMN extra int DEFAULT 1",
+            "reinitialize",
+            "reinitialize",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t DROP COLUMN note",
+            "reinitialize",
+            "reinitialize",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN note TYPE varchar(40)",
+            "reinitialize",
+            "reinitialize",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t RENAME COLUMN note TO remark",
+            "continue",
+            "continue",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t RENAME COLUMN v TO w",
+            "rewrite",
+            "continue",
+            "t",
+            Some("w"),
+        ),
+        (
+            "ALTER TABLE t RENAME TO t2",
+            "rewrite",
+            "rewrite",
+            "t2",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN v TYPE bigint",
+            "reinitialize",
+            "reinitialize",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN v TYPE numeric(20,2)",
+            "reinitialize",
+            "reinitialize",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t DROP COLUMN v",
+            "stop",
+            "reinitialize",
+            "t",
+            None,
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN v TYPE text",
+            "stop",
+            "reinitialize",
+            "t",
+            None,
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN v TYPE smallint",
+            "stop",
+            "reinitialize",
+            "t",
+            Some("v"),
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN v SET DEFAULT 0, ADD CONSTRAINT g_small CHECK (g < 100)",
+            "",
+            "",
+            "t",
+            Some("v"),
+        ),
+    ];
+    let mut rng = pgtrickle_e2e::oracle::Rng::new(pgtrickle_e2e::oracle::base_seed() ^ 0x5c4e);
+    for block in ["off", "on"] {
+        let (_cluster, mut c) = cluster_with_extension();
+        for (i, (ddl, uses_decision, plain_decision, table, v)) in cases.iter().enumerate() {
+            let what = format!("case {i} `{ddl}`, block_source_ddl {block}");
+            c.batch_execute(
+                "DROP TABLE IF EXISTS t, t2;
+                 CREATE TABLE t (id int PRIMARY KEY, g int, v int, note varchar(20));
+                 INSERT INTO t SELECT i, i % 4, i, 'n' || i FROM generate_series(1, 60) i;
+                 SELECT pgtrickle.create_stream_table('uses', 'SELECT g, count(*) AS n, sum(v) AS total FROM t GROUP BY g', NULL);
+                 SELECT pgtrickle.create_stream_table('plain', 'SELECT id, g FROM t WHERE g <> 2', NULL);",
+            )
+            .unwrap();
+            c.batch_execute(&format!("SET pg_trickle.block_source_ddl = {block}"))
+                .unwrap();
+            let before = Source {
+                table: "t".into(),
+                v: Some("v".into()),
+            };
+            // Changes pending across the DDL.
+            before.random_dml(&mut c, &mut rng, 30);
+            c.batch_execute("BEGIN").unwrap();
+            let stop = *uses_decision == "stop";
+            if let Err(e) = c.batch_execute(ddl) {
+                c.batch_execute("ROLLBACK").unwrap();
+                assert!(stop && block == "on", "{what}: {e}");
+                let (code, message, _, _) = db_error(&e);
+                assert_eq!(code, "55000", "{what}");
+                assert!(message.contains("public.uses"), "{what}: {message}");
+                // Rejected: nothing changed, both carry on.
+                before.random_dml(&mut c, &mut rng, 20);
+                before.refresh_and_check(&mut c, false, &what);
+            } else {
+                assert!(
+                    !(stop && block == "on"),
+                    "{what}: should have been rejected"
+                );
+                for (st, expected) in [("uses", uses_decision), ("plain", plain_decision)] {
+                    let decisions: Vec<String> = c
+                        .query("SELECT decision FROM pgtrickle.schema_diff($1)", &[&st])
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    if expected.is_empty() {
+                        assert!(decisions.is_empty(), "{what}: {st}: {decisions:?}");
+                    } else {
+                        assert!(
+                            decisions.contains(&expected.to_string()),
+                            "{what}: {st}: {decisions:?}"
+                        );
+                    }
+                }
+                c.batch_execute("COMMIT").unwrap();
+                assert_eq!(
+                    status(&mut c, "uses").0,
+                    if stop { "ERROR" } else { "ACTIVE" },
+                    "{what}"
+                );
+                assert_eq!(status(&mut c, "plain").0, "ACTIVE", "{what}");
+                let after = Source {
+                    table: table.to_string(),
+                    v: v.map(str::to_string),
+                };
+                for round in 0..3 {
+                    after.random_dml(&mut c, &mut rng, 25);
+                    after.refresh_and_check(&mut c, stop, &format!("{what}, round {round}"));
+                }
+            }
+            c.batch_execute(
+                "RESET pg_trickle.block_source_ddl;
+                 SELECT pgtrickle.drop_stream_table('uses'); SELECT pgtrickle.drop_stream_table('plain');",
+            )
+            .unwrap();
+        }
+    }
+}
