@@ -30,12 +30,32 @@ pub struct StreamTable {
     pub pipeline_group: Option<String>,
 }
 
-const COLUMNS: &str = "pgt_id::text, pgt_relid::oid::bigint::text, pgt_schema, pgt_name, defining_query, \
-    refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, consecutive_errors::text, \
-    schedule, to_jsonb(pgt_stream_tables)->>'green_of', to_jsonb(pgt_stream_tables)->>'retired_by', \
-    to_jsonb(pgt_stream_tables)->>'pipeline_group'";
-// The blue-green columns are read through to_jsonb so that a library of
-// this version still reads a 0.1.0 catalog before ALTER EXTENSION UPDATE.
+const COLUMNS_0_1: &str = "pgt_id::text, pgt_relid::oid::bigint::text, pgt_schema, pgt_name, defining_query, \
+    refresh_mode, status, is_populated::text, needs_reinit::text, frontier::text, consecutive_errors::text, schedule";
+
+thread_local! {
+    /// Whether this database's catalog has the 0.2.0 columns; once seen,
+    /// it keeps them (a backend serves one database).
+    static HAS_0_2_COLUMNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The columns `from_row` reads. A library of this version still reads a
+/// 0.1.0 catalog (before ALTER EXTENSION UPDATE): the blue-green columns
+/// are NULL there.
+fn columns() -> String {
+    let has = HAS_0_2_COLUMNS.with(|h| h.get())
+        || spi::query_value(
+            "SELECT 1::text FROM pg_catalog.pg_attribute \
+              WHERE attrelid = 'pgtrickle.pgt_stream_tables'::regclass AND attname = 'green_of' AND NOT attisdropped",
+        )
+        .is_some();
+    if has {
+        HAS_0_2_COLUMNS.with(|h| h.set(true));
+        format!("{COLUMNS_0_1}, green_of::text, retired_by::text, pipeline_group")
+    } else {
+        format!("{COLUMNS_0_1}, NULL, NULL, NULL")
+    }
+}
 
 fn from_row(row: Vec<Option<String>>) -> StreamTable {
     let text = |i: usize| row[i].clone().unwrap_or_default();
@@ -89,7 +109,8 @@ fn read(sql: &str) -> spi::Rows {
 
 pub fn load(pgt_id: i64) -> Option<StreamTable> {
     read(&format!(
-        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}"
+        "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {pgt_id}",
+        columns()
     ))
     .into_iter()
     .next()
@@ -98,7 +119,8 @@ pub fn load(pgt_id: i64) -> Option<StreamTable> {
 
 pub fn all() -> Vec<StreamTable> {
     read(&format!(
-        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id"
+        "SELECT {} FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id",
+        columns()
     ))
     .into_iter()
     .map(from_row)
@@ -114,7 +136,8 @@ pub fn find(name: &str) -> PgtResult<StreamTable> {
     ));
     let found = relid.and_then(|oid| {
         read(&format!(
-            "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {oid}"
+            "SELECT {} FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = {oid}",
+            columns()
         ))
         .into_iter()
         .next()

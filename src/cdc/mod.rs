@@ -148,9 +148,31 @@ fn create_capture(source: Oid) -> CdcObjects {
             source_name(source)
         )),
     ));
+    ensure_truncate_index(&objects);
     ensure_functions(source, &objects);
     ensure_triggers(source, &objects);
     objects
+}
+
+/// A partial index over the TRUNCATE markers of a buffer: refreshes ask
+/// whether the window holds one, and without it that question reads the
+/// whole buffer. It stays empty (and costs writers nothing) until a
+/// TRUNCATE. Returns whether it had to be created.
+fn ensure_truncate_index(objects: &CdcObjects) -> bool {
+    let name = format!("{}_truncates", objects.buffer);
+    let exists = spi::query_value(&format!(
+        "SELECT pg_catalog.to_regclass({})::text",
+        literal(&qualified(&objects.schema, &name))
+    ))
+    .is_some();
+    if !exists {
+        spi::execute(&format!(
+            "CREATE INDEX {} ON {} (change_id) WHERE action = 'T'",
+            ident(&name),
+            objects.buffer_name()
+        ));
+    }
+    !exists
 }
 
 /// Source columns the buffer also has, quoted, in the source's order: what
@@ -286,6 +308,12 @@ pub fn migrate_all() -> Vec<(String, String)> {
                     objects
                 }
             };
+            if ensure_truncate_index(&objects) {
+                report.push((
+                    format!("index of TRUNCATE markers in {}", objects.buffer_name()),
+                    "created".to_string(),
+                ));
+            }
             for function in ensure_functions(source, &objects) {
                 report.push((format!("{function}()"), "replaced".to_string()));
             }

@@ -7,14 +7,36 @@ use crate::spi;
 use pgrx::pg_sys::{self, Oid};
 use pgtrickle_core::quote::literal;
 
+/// Below this size a buffer is emptied with DELETE: TRUNCATE costs a scan
+/// of all of shared_buffers (to drop the old file's pages) and a lock that
+/// makes writers wait, whatever the buffer holds.
+const TRUNCATE_MIN_BYTES: i64 = 1 << 20;
+
 /// Removes from each source's buffer the changes all its consumers have
-/// consumed; empties a fully consumed buffer with TRUNCATE when
+/// consumed; empties a large, fully consumed buffer with TRUNCATE when
 /// `pg_trickle.cleanup_use_truncate` is on and nobody is writing to it.
 pub fn consumed_changes(sources: &[Oid]) {
     for &source in sources {
         let Some(objects) = CdcObjects::existing(source) else {
             continue;
         };
+        let buffer = objects.buffer_name();
+        let (empty, bytes) = spi::query(&format!(
+            "SELECT (NOT EXISTS (SELECT 1 FROM {buffer}))::text, pg_catalog.pg_relation_size({})::text",
+            literal(&buffer)
+        ))
+        .into_iter()
+        .next()
+        .map(|r| {
+            (
+                r[0].as_deref() == Some("true"),
+                r[1].as_deref().and_then(|b| b.parse::<i64>().ok()).unwrap_or(0),
+            )
+        })
+        .unwrap_or((false, 0));
+        if empty {
+            continue;
+        }
         // Locks the consumer list: a stream table being created over this
         // source waits, and is seen once it commits.
         let consumers = spi::query_value(&format!(
@@ -40,9 +62,11 @@ pub fn consumed_changes(sources: &[Oid]) {
         if conditions.is_empty() {
             continue;
         }
-        let buffer = objects.buffer_name();
         let consumed = conditions.join(" AND ");
-        if config::CLEANUP_USE_TRUNCATE.get() && truncate_if_all_consumed(&buffer, &consumed) {
+        if config::CLEANUP_USE_TRUNCATE.get()
+            && bytes >= TRUNCATE_MIN_BYTES
+            && truncate_if_all_consumed(&buffer, &consumed)
+        {
             continue;
         }
         spi::execute(&format!("DELETE FROM {buffer} r WHERE {consumed}"));
