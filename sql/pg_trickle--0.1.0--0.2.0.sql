@@ -94,9 +94,15 @@ BEGIN
         CREATE EVENT TRIGGER pg_trickle_ddl_tracker ON ddl_command_end
             WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION pgtrickle._on_ddl_end();
     END IF;
+    -- Every DROP (tables also go with DROP SCHEMA ... CASCADE and DROP
+    -- OWNED); an earlier draft filtered on DROP TABLE.
+    IF EXISTS (SELECT FROM pg_catalog.pg_event_trigger
+                WHERE evtname = 'pg_trickle_drop_tracker' AND evttags IS NOT NULL) THEN
+        DROP EVENT TRIGGER pg_trickle_drop_tracker;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'pg_trickle_drop_tracker') THEN
         CREATE EVENT TRIGGER pg_trickle_drop_tracker ON sql_drop
-            WHEN TAG IN ('DROP TABLE') EXECUTE FUNCTION pgtrickle._on_sql_drop();
+            EXECUTE FUNCTION pgtrickle._on_sql_drop();
     END IF;
 END
 $$;

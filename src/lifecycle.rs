@@ -425,6 +425,7 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
     crate::restore::repair_if_restored()?;
     let st = catalog::find(req.name)?;
     check_owner(&st)?;
+    crate::bluegreen::check_not_retired(&st)?;
     refresh::lock(st.pgt_id, true);
     let mut sets = Vec::new();
     if let Some(schedule) = req.schedule {
@@ -502,6 +503,7 @@ pub fn refresh_now(name: &str) -> PgtResult<()> {
     crate::restore::repair_if_restored()?;
     let st = catalog::find(name)?;
     check_owner(&st)?;
+    crate::bluegreen::check_not_retired(&st)?;
     refresh::lock(st.pgt_id, true);
     let st = catalog::load(st.pgt_id).expect("locked stream table exists");
     refresh::refresh_locked(&st, Initiator::Manual)

@@ -55,6 +55,7 @@ pub fn repair_if_restored() -> PgtResult<()> {
              rebuilding change capture, every stream table will be refreshed in full"
         );
         drop_restored_capture();
+        let mut missing = Vec::new();
         for st in catalog::all() {
             let relid = spi::query_value(&format!(
                 "SELECT pg_catalog.to_regclass({})::oid::bigint::text",
@@ -66,6 +67,7 @@ pub fn repair_if_restored() -> PgtResult<()> {
                     literal(&format!("storage table {} is missing after a restore", st.display_name())),
                     st.pgt_id
                 ));
+                missing.push(st.pgt_id);
                 continue;
             };
             spi::execute(&format!(
@@ -77,16 +79,40 @@ pub fn repair_if_restored() -> PgtResult<()> {
         // Dependencies between stream tables need the new storage OIDs first.
         spi::execute("DELETE FROM pgtrickle.pgt_dependencies");
         for st in catalog::all() {
-            let analysis = analyze(&st.defining_query)?;
-            catalog::set_query(st.pgt_id, &st.defining_query, analysis.query);
-            let deps = probe_dependencies(&st.defining_query);
-            let base: Vec<u32> = analysis.base_tables().iter().map(|o| o.to_u32()).collect();
-            record_dependencies(st.pgt_id, &deps, &base);
-            if st.refresh_mode != "FULL" {
-                let owner = st.owner();
-                for source in analysis.base_tables() {
-                    cdc::track(source, st.pgt_id, owner);
+            if missing.contains(&st.pgt_id) {
+                continue;
+            }
+            // One stream table whose query no longer analyses (a source
+            // missing from the dump) must not keep the others broken.
+            let repaired = spi::in_subtransaction(|| -> PgtResult<()> {
+                let analysis = analyze(&st.defining_query)?;
+                catalog::set_query(st.pgt_id, &st.defining_query, analysis.query);
+                let deps = probe_dependencies(&st.defining_query);
+                let base: Vec<u32> = analysis.base_tables().iter().map(|o| o.to_u32()).collect();
+                record_dependencies(st.pgt_id, &deps, &base);
+                // Retired tables are kept as they were, consuming nothing.
+                if st.refresh_mode != "FULL" && st.retired_by.is_none() {
+                    let owner = st.owner();
+                    for source in analysis.base_tables() {
+                        cdc::track(source, st.pgt_id, owner);
+                    }
                 }
+                Ok(())
+            });
+            let failure = match repaired {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.message),
+                Err(message) => Some(message),
+            };
+            if let Some(message) = failure {
+                spi::execute(&format!(
+                    "UPDATE pgtrickle.pgt_stream_tables SET status = 'ERROR', last_error = {} WHERE pgt_id = {}",
+                    literal(&format!(
+                        "after a restore, the query of {} no longer analyses: {message}",
+                        st.display_name()
+                    )),
+                    st.pgt_id
+                ));
             }
         }
         Ok(())

@@ -133,14 +133,28 @@ pub fn query_at(sql: &str, snapshot: &PinnedSnapshot) -> Rows {
 /// privileges, or for maintenance as the bootstrap superuser), restoring
 /// the previous user afterwards, also on error.
 pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    switch_user(role, pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32, f)
+}
+
+/// Runs `f` as `role` in a security-restricted operation, as PostgreSQL
+/// runs maintenance of a table as its owner (`REFRESH MATERIALIZED VIEW`,
+/// index builds): for DDL on a user's table, whose expressions (CHECK
+/// constraints, generated columns, index expressions) run as that user and
+/// may not change the session.
+pub fn as_owner_restricted<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    switch_user(
+        role,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        f,
+    )
+}
+
+fn switch_user<R>(role: pg_sys::Oid, flags: i32, f: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::Oid::INVALID;
     let mut saved_context = 0;
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
+        pg_sys::SetUserIdAndSecContext(role, saved_context | flags);
     }
     struct Restore(pg_sys::Oid, i32);
     impl Drop for Restore {
@@ -160,4 +174,32 @@ pub fn superuser() -> pg_sys::Oid {
 /// The role running the current statement.
 pub fn current_user() -> pg_sys::Oid {
     unsafe { pg_sys::GetUserId() }
+}
+
+/// Runs `f` in a subtransaction; on error rolls it back and returns the
+/// error's message, leaving the outer transaction usable.
+pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let result = pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(move || Ok(f())))
+            .catch_others(|e| {
+                Err(match e {
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                    pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                        ereport.message().to_string()
+                    }
+                })
+            })
+            .execute();
+        match &result {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        result
+    }
 }

@@ -1,11 +1,11 @@
 //! Whether a green has caught up with its blue.
 //!
 //! The green has converged when it holds every change the blue holds: for
-//! each source the green consumes, no change visible to the blue's last
-//! refresh is still unconsumed by the green — or, more simply, when the
-//! green's last refresh took its snapshot after the blue's (a later
-//! snapshot sees everything an earlier one saw). With a lag threshold, the
-//! green's data must also be no older than the threshold.
+//! each source the green consumes, no change the blue's last refresh
+//! consumed is still unconsumed by the green. A green that consumes no
+//! changes (FULL) has converged when its last snapshot sees every
+//! transaction the blue's saw. With a lag threshold, the green's data must
+//! also be no older than the threshold.
 
 use super::pair;
 use crate::catalog::{self, StreamTable};
@@ -72,21 +72,19 @@ pub(super) fn convergence(
     };
     let sources = catalog::tracked_sources(green.pgt_id);
     let pending = pending(&sources, blue_frontier, green_frontier);
-    let later = spi::query_value(&format!(
-        "SELECT ({}::timestamptz >= {}::timestamptz)::text",
-        literal(&green_frontier.data_timestamp),
-        literal(&blue_frontier.data_timestamp)
-    ))
-    .as_deref()
-        == Some("true");
-    if !later && (sources.is_empty() || pending > 0) {
+    if !sources.is_empty() && pending > 0 {
         return not(
             pending,
-            if sources.is_empty() {
-                "the green's last refresh is older than the blue's".to_string()
-            } else {
-                format!("the green has not yet consumed {pending} change(s) that the blue has")
-            },
+            format!("the green has not yet consumed {pending} change(s) that the blue has"),
+        );
+    }
+    // A green that consumes no changes (FULL) holds what its last snapshot
+    // saw: enough when every transaction the blue's snapshot could see had
+    // ended before the green's was taken.
+    if sources.is_empty() && !sees_all_of(green_frontier, blue_frontier) {
+        return not(
+            0,
+            "the green's last refresh does not yet see everything the blue's saw".to_string(),
         );
     }
     if let Some(max_lag) = max_lag {
@@ -106,6 +104,33 @@ pub(super) fn convergence(
         converged: true,
         reason: None,
     }
+}
+
+/// Whether the refresh behind frontier `a` saw every change the one behind
+/// `b` saw: all transactions `b`'s snapshot (`pg_snapshot` text,
+/// xmin:xmax:xip) could see had ended before `a`'s was taken (the
+/// transaction of `b`'s refresh among them, unless both ran in it).
+fn sees_all_of(a: &Frontier, b: &Frontier) -> bool {
+    let bound = |text: &str, i: usize| text.split(':').nth(i).and_then(|v| v.parse::<u64>().ok());
+    let snapshots = matches!(
+        (bound(&a.snapshot, 0), bound(&b.snapshot, 1)),
+        (Some(a_xmin), Some(b_xmax)) if a_xmin >= b_xmax
+    );
+    // Within one transaction the snapshots say nothing about its own
+    // changes: then `a`'s refresh must have come after `b`'s.
+    let own = match (&a.own_xid, &b.own_xid) {
+        (Some(x), Some(y)) if x == y => {
+            spi::query_value(&format!(
+                "SELECT ({}::timestamptz >= {}::timestamptz)::text",
+                literal(&a.data_timestamp),
+                literal(&b.data_timestamp)
+            ))
+            .as_deref()
+                == Some("true")
+        }
+        _ => true,
+    };
+    snapshots && own
 }
 
 /// Changes of `sources` that `ahead` consumed and `behind` did not.
@@ -174,6 +199,7 @@ fn same_content(blue: &StreamTable, green: &StreamTable) -> Option<bool> {
 
 /// `green_status`: `name` is the blue's or the green's name.
 pub fn status(name: &str, max_lag: Option<&str>, verify: bool) -> PgtResult<GreenStatus> {
+    crate::restore::repair_if_restored()?;
     let (blue, green) = pair(name)?;
     check_owner(&blue)?;
     let c = convergence(&blue, &green, max_lag);

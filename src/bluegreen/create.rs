@@ -19,6 +19,7 @@ pub struct GreenRequest<'a> {
 
 /// Creates the green of the stream table `req.name` and returns its name.
 pub fn create_green(req: GreenRequest) -> PgtResult<String> {
+    crate::restore::repair_if_restored()?;
     let blue = catalog::find(req.name)?;
     check_owner(&blue)?;
     check_can_have_green(&blue)?;
@@ -46,12 +47,21 @@ pub fn create_green(req: GreenRequest) -> PgtResult<String> {
         })?;
         catalog::find(&green_qualified)
     })?;
-    if reads(&green, &blue) {
+    if let Some(read) = reads_downstream_of(&green, &blue) {
         return Err(PgtError::invalid(format!(
-            "the green of {} cannot read {0} itself",
-            blue.display_name()
+            "the green of {} cannot read {}",
+            blue.display_name(),
+            read.display_name()
         ))
-        .with_detail("After promotion it would read its own storage.")
+        .with_detail(if read.pgt_id == blue.pgt_id {
+            "After promotion it would read its own storage.".to_string()
+        } else {
+            format!(
+                "{} reads {} (directly or through other stream tables): after promotion the green would read itself.",
+                read.display_name(),
+                blue.display_name()
+            )
+        })
         .with_hint("Read the sources of the blue instead."));
     }
     spi::as_role(spi::superuser(), || {
@@ -128,16 +138,25 @@ fn check_can_have_green(blue: &StreamTable) -> PgtResult<()> {
     Ok(())
 }
 
-/// True when `st` reads `source` directly.
-fn reads(st: &StreamTable, source: &StreamTable) -> bool {
-    spi::as_role(spi::superuser(), || {
-        spi::query_value(&format!(
-            "SELECT 1::text FROM pgtrickle.pgt_dependencies WHERE pgt_id = {} AND source_relid = {}",
-            st.pgt_id,
-            source.relid.to_u32()
-        ))
-        .is_some()
-    })
+/// The stream table, `blue` or one that reads it directly or through
+/// others, that `green` reads, if any.
+fn reads_downstream_of(green: &StreamTable, blue: &StreamTable) -> Option<StreamTable> {
+    let edges = catalog::stream_table_edges();
+    let mut downstream = vec![blue.pgt_id];
+    let mut i = 0;
+    while i < downstream.len() {
+        let upstream = downstream[i];
+        for &(reader, source) in &edges {
+            if source == upstream && reader != green.pgt_id && !downstream.contains(&reader) {
+                downstream.push(reader);
+            }
+        }
+        i += 1;
+    }
+    edges
+        .iter()
+        .find(|(reader, source)| *reader == green.pgt_id && downstream.contains(source))
+        .and_then(|(_, source)| catalog::load(*source))
 }
 
 /// Creates on the green the indexes users made on the blue (readers rely

@@ -5,8 +5,9 @@
 //! own frontier and storage, that shares the blue's change buffers (cleanup
 //! waits for every consumer). Promotion renames the blue to
 //! `<blue>__pgt_retired` and the green to the blue's name in one
-//! transaction. The retired stream table keeps being maintained on its
-//! schedule until it is dropped, so that rolling back is one more swap.
+//! transaction. The retired stream table is kept as it was, consuming no
+//! changes, until it is dropped; rolling back brings it up to date with a
+//! full refresh and swaps again.
 
 mod converge;
 mod create;
@@ -116,9 +117,31 @@ pub fn check_droppable(st: &StreamTable) -> PgtResult<()> {
     Ok(())
 }
 
+/// Refuses to refresh or alter a retired stream table: it is kept as it
+/// was at promotion, for rollback_green.
+pub fn check_not_retired(st: &StreamTable) -> PgtResult<()> {
+    let Some(current) = st.retired_by.and_then(catalog::load) else {
+        return Ok(());
+    };
+    Err(PgtError::new(
+        ErrorKind::ObjectState,
+        format!(
+            "stream table {} is retired (replaced by {}) and kept as it was for rollback",
+            st.display_name(),
+            current.display_name()
+        ),
+    )
+    .with_hint(format!(
+        "SELECT pgtrickle.rollback_green({0}) brings it back up to date under the name; \
+         SELECT pgtrickle.drop_retired({0}) drops it.",
+        literal(&current.display_name())
+    )))
+}
+
 /// Drops the green of `name` (the blue's or the green's name), with its
 /// storage and its change consumption.
 pub fn cancel(name: &str) -> PgtResult<String> {
+    crate::restore::repair_if_restored()?;
     let (blue, green) = pair(name)?;
     check_owner(&blue)?;
     crate::lifecycle::drop(&green.qualified_name())?;
@@ -134,6 +157,7 @@ pub fn cancel(name: &str) -> PgtResult<String> {
 /// Drops the retired stream table that the stream table `name` replaced
 /// (or the retired one itself, named directly).
 pub fn drop_retired(name: &str) -> PgtResult<String> {
+    crate::restore::repair_if_restored()?;
     let st = catalog::find(name)?;
     let retired = if st.retired_by.is_some() {
         st

@@ -78,6 +78,26 @@ fn check_compatible(
     arriving: &StreamTable,
     moving_readers: &[&StreamTable],
 ) -> PgtResult<()> {
+    check_row_security(leaving, arriving)?;
+    let arriving_readers = catalog::dependents(arriving.pgt_id);
+    for reader in moving_readers {
+        if arriving_readers.contains(&reader.pgt_id) {
+            return Err(PgtError::new(
+                ErrorKind::ObjectState,
+                format!(
+                    "stream table {} reads both {} and {}",
+                    reader.display_name(),
+                    leaving.display_name(),
+                    arriving.display_name()
+                ),
+            )
+            .with_detail("After the swap both of its references would name the same table.")
+            .with_hint(format!(
+                "Drop {} or change it to read only one of them first.",
+                reader.display_name()
+            )));
+        }
+    }
     for reader in moving_readers {
         let missing = spi::as_role(spi::superuser(), || {
             spi::query(&format!(
@@ -118,9 +138,69 @@ fn check_compatible(
     Ok(())
 }
 
-/// Carries the privileges granted on `from` over to `to`, so that the roles
-/// reading the public name keep reading it.
+/// Refuses when `leaving` protects its rows with row-level security that
+/// `arriving` lacks: readers of the public name would see every row.
+fn check_row_security(leaving: &StreamTable, arriving: &StreamTable) -> PgtResult<()> {
+    let missing = spi::query(&format!(
+        "SELECT 'row level security' FROM pg_catalog.pg_class b, pg_catalog.pg_class g \
+          WHERE b.oid = {l} AND g.oid = {a} AND ((b.relrowsecurity AND NOT g.relrowsecurity) \
+                OR (b.relforcerowsecurity AND NOT g.relforcerowsecurity)) \
+         UNION ALL \
+         SELECT 'policy ' || pg_catalog.quote_ident(p.polname) FROM pg_catalog.pg_policy p \
+          WHERE p.polrelid = {l} \
+            AND NOT EXISTS (SELECT FROM pg_catalog.pg_policy q WHERE q.polrelid = {a} AND q.polname = p.polname)",
+        l = leaving.relid.to_u32(),
+        a = arriving.relid.to_u32()
+    ));
+    let missing: Vec<String> = missing.into_iter().filter_map(|r| r[0].clone()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PgtError::new(
+        ErrorKind::ObjectState,
+        format!(
+            "{} protects its rows with {} that {} lacks",
+            leaving.display_name(),
+            missing.join(", "),
+            arriving.display_name()
+        ),
+    )
+    .with_detail("After the swap, readers of the name would see rows the policies hide now.")
+    .with_hint(format!(
+        "Set up the same row-level security on {} first (ALTER TABLE ... ENABLE ROW LEVEL SECURITY, CREATE POLICY ...).",
+        arriving.display_name()
+    )))
+}
+
+/// Carries the privileges granted on `from` (on the table and on its
+/// columns) over to `to`, so that the roles reading the public name keep
+/// reading it.
 fn copy_grants(from: &StreamTable, to: &StreamTable, to_name: &str) {
+    let column_grants = spi::query(&format!(
+        "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, \
+                a.is_grantable::text, pg_catalog.quote_ident(att.attname) \
+           FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a \
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+          WHERE att.attrelid = {} AND att.attnum > 0 AND NOT att.attisdropped \
+            AND EXISTS (SELECT FROM pg_catalog.pg_attribute t WHERE t.attrelid = {} AND t.attname = att.attname AND NOT t.attisdropped)",
+        from.relid.to_u32(),
+        to.relid.to_u32()
+    ));
+    for g in column_grants {
+        let (Some(privilege), Some(grantee), Some(grantable), Some(column)) =
+            (&g[0], &g[1], &g[2], &g[3])
+        else {
+            continue;
+        };
+        spi::execute(&format!(
+            "GRANT {privilege} ({column}) ON {to_name} TO {grantee}{}",
+            if grantable == "true" {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            }
+        ));
+    }
     let grants = spi::query(&format!(
         "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, \
                 a.is_grantable::text \
@@ -206,6 +286,12 @@ fn execute(swap: &Swap, staying: &BTreeSet<i64>) -> PgtResult<f64> {
         }
         for (pgt_id, analysis) in &renamed {
             catalog::set_query(*pgt_id, &expanded_query(analysis), analysis.query);
+        }
+        // The moving readers' text names the public name, which is now the
+        // arriving table: their analysed form must say so too.
+        for reader in &moving {
+            let analysis = analyze(&reader.defining_query)?;
+            catalog::set_query(reader.pgt_id, &reader.defining_query, analysis.query);
         }
         let snapshot = snapshot_json(arriving.relid);
         for reader in &moving {
@@ -324,6 +410,7 @@ fn not_ready(
 /// Promotes the green of `name` (the blue's or the green's name); returns
 /// how long the storage tables were locked, in milliseconds.
 pub fn promote(name: &str, force: bool, max_lag: Option<&str>) -> PgtResult<f64> {
+    crate::restore::repair_if_restored()?;
     let (blue, green) = pair(name)?;
     check_owner(&blue)?;
     let moving = readers(&blue, &green);
@@ -334,11 +421,29 @@ pub fn promote(name: &str, force: bool, max_lag: Option<&str>) -> PgtResult<f64>
     );
     let blue = catalog::load(blue.pgt_id).expect("locked");
     let green = catalog::load(green.pgt_id).expect("locked");
+    still_paired(&blue, &green)?;
     let moving: Vec<&StreamTable> = moving.iter().collect();
     if let Some(e) = not_ready(&blue, &green, force, max_lag, &moving) {
         return Err(e);
     }
     promote_locked(&blue, &green, &BTreeSet::new())
+}
+
+/// What was read before the locks may have changed while waiting for them
+/// (another promotion or rollback of the same pair).
+fn still_paired(blue: &StreamTable, green: &StreamTable) -> PgtResult<()> {
+    if green.green_of == Some(blue.pgt_id) && blue.retired_by.is_none() {
+        return Ok(());
+    }
+    Err(PgtError::new(
+        ErrorKind::ObjectState,
+        format!(
+            "{} is no longer the green of {}: another promotion, rollback or cancel changed them meanwhile",
+            green.display_name(),
+            blue.display_name()
+        ),
+    )
+    .with_hint("Look at pgtrickle.pgt_status() and run the command again if it still applies."))
 }
 
 fn promote_locked(
@@ -357,6 +462,11 @@ fn promote_locked(
     )?;
     link(&format!("retired_by = {}", green.pgt_id), blue.pgt_id);
     link("green_of = NULL", green.pgt_id);
+    // The retired table is kept as it is, not maintained: it consumes no
+    // changes (buffers are cleaned without it) and rollback_green brings it
+    // up to date with a full refresh first.
+    cdc::untrack_all(blue.pgt_id);
+    link("status = 'SUSPENDED', needs_reinit = true", blue.pgt_id);
     let public = catalog::load(green.pgt_id).expect("promoted");
     announce(
         "green_promoted",
@@ -370,6 +480,7 @@ fn promote_locked(
 /// when each of its greens is ready, in dependency order. A green without a
 /// group is a group of its own.
 pub fn promote_all(group: Option<&str>) -> PgtResult<Vec<Outcome>> {
+    crate::restore::repair_if_restored()?;
     let all = catalog::all();
     let ids: Vec<i64> = all.iter().map(|st| st.pgt_id).collect();
     let order = topological_order(&ids, &catalog::stream_table_edges()).unwrap_or(ids);
@@ -397,13 +508,32 @@ pub fn promote_all(group: Option<&str>) -> PgtResult<Vec<Outcome>> {
     Ok(outcomes)
 }
 
+/// Every pair of a group skipped because of `who`'s reason `why`.
+fn skipped(pairs: &[(StreamTable, StreamTable)], who: &str, why: &str) -> Vec<Outcome> {
+    pairs
+        .iter()
+        .map(|(blue, green)| Outcome {
+            stream_table: blue.display_name(),
+            green: green.display_name(),
+            action: "skipped",
+            detail: if green.display_name() == who {
+                why.to_string()
+            } else {
+                format!("{who} of the same pipeline group is not ready: {why}")
+            },
+        })
+        .collect()
+}
+
 fn promote_partition(members: &[StreamTable]) -> PgtResult<Vec<Outcome>> {
     let pairs: Vec<(StreamTable, StreamTable)> = members
         .iter()
         .map(|g| pair(&g.qualified_name()))
         .collect::<PgtResult<_>>()?;
-    for (blue, _) in &pairs {
-        check_owner(blue)?;
+    for (blue, green) in &pairs {
+        if let Err(e) = check_owner(blue) {
+            return Ok(skipped(&pairs, &green.display_name(), &e.message));
+        }
     }
     // Blues of the group keep reading each other once retired.
     let staying: BTreeSet<i64> = pairs.iter().map(|(b, _)| b.pgt_id).collect();
@@ -424,6 +554,10 @@ fn promote_partition(members: &[StreamTable]) -> PgtResult<Vec<Outcome>> {
         .collect();
     let mut blocked: Option<(String, String)> = None;
     for (blue, green) in &pairs {
+        if let Err(e) = still_paired(blue, green) {
+            blocked = Some((green.display_name(), e.message));
+            break;
+        }
         let moving_owned = readers(blue, green);
         let moving: Vec<&StreamTable> = moving_owned
             .iter()
@@ -435,19 +569,7 @@ fn promote_partition(members: &[StreamTable]) -> PgtResult<Vec<Outcome>> {
         }
     }
     if let Some((who, why)) = blocked {
-        return Ok(pairs
-            .iter()
-            .map(|(blue, green)| Outcome {
-                stream_table: blue.display_name(),
-                green: green.display_name(),
-                action: "skipped",
-                detail: if green.display_name() == who {
-                    why.clone()
-                } else {
-                    format!("{who} of the same pipeline group is not ready: {why}")
-                },
-            })
-            .collect());
+        return Ok(skipped(&pairs, &who, &why));
     }
     let mut outcomes = Vec::new();
     for (blue, green) in &pairs {
@@ -473,6 +595,7 @@ fn promote_partition(members: &[StreamTable]) -> PgtResult<Vec<Outcome>> {
 /// Swaps the stream table `name` back for the retired one it replaced,
 /// which is refreshed first; the replaced one becomes its green again.
 pub fn rollback(name: &str) -> PgtResult<f64> {
+    crate::restore::repair_if_restored()?;
     let current = catalog::find(name)?;
     check_owner(&current)?;
     let retired = retired_of(&current).ok_or_else(|| {
@@ -502,7 +625,31 @@ pub fn rollback(name: &str) -> PgtResult<f64> {
     );
     let current = catalog::load(current.pgt_id).expect("locked");
     let retired = catalog::load(retired.pgt_id).expect("locked");
-    // It has been maintained on its schedule; this makes it exact now.
+    if retired.retired_by != Some(current.pgt_id) {
+        return Err(PgtError::new(
+            ErrorKind::ObjectState,
+            format!(
+                "{} was rolled back or dropped meanwhile",
+                retired.display_name()
+            ),
+        )
+        .with_hint(
+            "Look at pgtrickle.pgt_status() and run the command again if it still applies.",
+        ));
+    }
+    // Kept as it was at promotion: it consumes changes again from now on
+    // and is brought up to date with a full refresh.
+    if retired.refresh_mode != "FULL" {
+        let owner = retired.owner();
+        for source in analyze(&retired.defining_query)?.base_tables() {
+            cdc::track(source, retired.pgt_id, owner);
+        }
+    }
+    link(
+        "status = 'ACTIVE', needs_reinit = true, consecutive_errors = 0, last_error = NULL",
+        retired.pgt_id,
+    );
+    let retired = catalog::load(retired.pgt_id).expect("locked");
     refresh::refresh_locked(&retired, Initiator::Manual)?;
     let retired = catalog::load(retired.pgt_id).expect("locked");
     let moving: Vec<&StreamTable> = moving.iter().collect();

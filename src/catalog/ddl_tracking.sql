@@ -48,5 +48,6 @@ REVOKE ALL ON FUNCTION pgtrickle._storage_altered(oid) FROM PUBLIC;
 
 CREATE EVENT TRIGGER pg_trickle_ddl_tracker ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION pgtrickle._on_ddl_end();
+-- Every DROP: tables also go with DROP SCHEMA ... CASCADE and DROP OWNED.
 CREATE EVENT TRIGGER pg_trickle_drop_tracker ON sql_drop
-    WHEN TAG IN ('DROP TABLE') EXECUTE FUNCTION pgtrickle._on_sql_drop();
+    EXECUTE FUNCTION pgtrickle._on_sql_drop();

@@ -94,11 +94,15 @@ impl StreamTable {
             "SELECT relowner::bigint::text FROM pg_catalog.pg_class WHERE oid = {}",
             self.relid.to_u32()
         ));
-        Oid::from(
-            owner
-                .and_then(|o| o.parse::<u32>().ok())
-                .unwrap_or(pgrx::pg_sys::BOOTSTRAP_SUPERUSERID),
-        )
+        // Never fall back to a privileged role: without its table there is
+        // nobody to act for.
+        match owner.and_then(|o| o.parse::<u32>().ok()) {
+            Some(oid) => Oid::from(oid),
+            None => pgrx::error!(
+                "pg_trickle: the storage table of stream table {} is missing",
+                self.display_name()
+            ),
+        }
     }
 }
 

@@ -37,7 +37,7 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     -- Blue-green (src/bluegreen/): a green is being prepared to replace the
     -- stream table green_of; a retired one was replaced by retired_by and is
-    -- kept, maintained, for rollback_green.
+    -- kept as it was, for rollback_green.
     green_of           BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
     retired_by         BIGINT REFERENCES pgtrickle.pgt_stream_tables (pgt_id) ON DELETE SET NULL,
     pipeline_group     TEXT,

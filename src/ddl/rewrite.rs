@@ -88,11 +88,15 @@ pub fn reinitialize(pgt_id: i64) -> PgtResult<()> {
     // stream tables reading this one) sees the table with every column
     // retyped.
     if !retypes.is_empty() {
-        spi::execute(&format!(
-            "ALTER TABLE {} {}",
-            st.qualified_name(),
-            retypes.join(", ")
-        ));
+        // As the table's owner, restricted: the rewrite evaluates the
+        // owner's CHECK constraints and generated columns.
+        spi::as_owner_restricted(st.owner(), || {
+            spi::execute(&format!(
+                "ALTER TABLE {} {}",
+                st.qualified_name(),
+                retypes.join(", ")
+            ))
+        });
     }
     catalog::set_query(pgt_id, &st.defining_query, analysis.query);
     spi::execute(&format!(

@@ -6,7 +6,6 @@ use crate::config;
 use crate::refresh::{self, Initiator};
 use crate::spi;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgtrickle_core::quote::literal;
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
         }
         if config::ENABLED.get() && mismatch.is_none() {
             BackgroundWorker::transaction(|| {
-                if let Err(message) = in_subtransaction(crate::restore::repair_if_restored) {
+                if let Err(message) = spi::in_subtransaction(crate::restore::repair_if_restored) {
                     pgrx::warning!(
                         "pg_trickle: repairing the catalog after a restore failed: {message}"
                     );
@@ -68,33 +67,6 @@ fn extension_installed() -> bool {
         .is_some()
 }
 
-/// Runs `f` in a subtransaction; on error rolls it back and returns the
-/// error's message, leaving the outer transaction usable.
-fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(move || Ok(f())))
-            .catch_others(|e| {
-                Err(match e {
-                    CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-                        r.message().to_string()
-                    }
-                    CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-                })
-            })
-            .execute();
-        match &result {
-            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
-            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-        result
-    }
-}
-
 fn refresh_one(pgt_id: i64) {
     if !refresh::lock(pgt_id, false) {
         return; // a manual refresh is running; the next tick retries
@@ -106,7 +78,7 @@ fn refresh_one(pgt_id: i64) {
         return;
     }
     let start = spi::query_value("SELECT pg_catalog.clock_timestamp()::text").unwrap_or_default();
-    match in_subtransaction(|| refresh::refresh_locked(&st, Initiator::Scheduler)) {
+    match spi::in_subtransaction(|| refresh::refresh_locked(&st, Initiator::Scheduler)) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => record_failure(&st, &start, &e.message),
         Err(message) => record_failure(&st, &start, &message),

@@ -195,6 +195,22 @@ fn dropping_a_source_stops_its_readers_and_removes_its_capture() {
     assert_eq!(n, 0);
     c.batch_execute("SELECT pgtrickle.drop_stream_table('sums')")
         .unwrap();
+    // Tables also go with DROP SCHEMA ... CASCADE: the catalog follows.
+    c.batch_execute(
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.src (id int PRIMARY KEY, v int);
+         SELECT pgtrickle.create_stream_table('shop.st', 'SELECT id, v FROM shop.src', NULL);
+         DROP SCHEMA shop CASCADE;",
+    )
+    .unwrap();
+    let left: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgtrickle.pgt_stream_tables) + (SELECT count(*) FROM pgtrickle.pgt_change_tracking)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }
 
 #[test]
