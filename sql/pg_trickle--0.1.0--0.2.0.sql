@@ -51,9 +51,15 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
+    -- Tables altered, and the tables of a schema renamed.
     FOR r IN
-        SELECT DISTINCT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
-         WHERE c.classid = 'pg_catalog.pg_class'::regclass
+        SELECT DISTINCT x.objid FROM (
+            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+             WHERE c.classid = 'pg_catalog.pg_class'::regclass
+            UNION ALL
+            SELECT k.oid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+              JOIN pg_catalog.pg_class k ON k.relnamespace = c.objid
+             WHERE c.classid = 'pg_catalog.pg_namespace'::regclass) x
     LOOP
         IF EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.objid) THEN
             PERFORM pgtrickle._storage_altered(r.objid);
@@ -90,9 +96,15 @@ REVOKE ALL ON FUNCTION pgtrickle._storage_altered(oid) FROM PUBLIC;
 
 DO $$
 BEGIN
+    -- ALTER SCHEMA too (renamed schemas are followed); an earlier draft
+    -- had ALTER TABLE only.
+    IF EXISTS (SELECT FROM pg_catalog.pg_event_trigger
+                WHERE evtname = 'pg_trickle_ddl_tracker' AND evttags <> ARRAY['ALTER TABLE', 'ALTER SCHEMA']) THEN
+        DROP EVENT TRIGGER pg_trickle_ddl_tracker;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'pg_trickle_ddl_tracker') THEN
         CREATE EVENT TRIGGER pg_trickle_ddl_tracker ON ddl_command_end
-            WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION pgtrickle._on_ddl_end();
+            WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA') EXECUTE FUNCTION pgtrickle._on_ddl_end();
     END IF;
     -- Every DROP (tables also go with DROP SCHEMA ... CASCADE and DROP
     -- OWNED); an earlier draft filtered on DROP TABLE.

@@ -676,3 +676,45 @@ fn every_row_of_the_schema_change_table_under_random_dml() {
         }
     }
 }
+
+#[test]
+fn a_renamed_schema_is_followed_by_sources_and_storage() {
+    let (_cluster, mut c) = cluster_with_extension();
+    c.batch_execute(
+        "CREATE SCHEMA sales;
+         CREATE TABLE sales.src (id int PRIMARY KEY, g int, v int);
+         INSERT INTO sales.src SELECT i, i % 3, i FROM generate_series(1, 30) i;
+         SELECT pgtrickle.create_stream_table('public.by_g', 'SELECT g, sum(v) AS total FROM sales.src GROUP BY g', NULL);
+         SELECT pgtrickle.create_stream_table('sales.big', 'SELECT id, v FROM sales.src WHERE v > 10', NULL);",
+    )
+    .unwrap();
+    c.batch_execute("UPDATE sales.src SET v = v + 1 WHERE id % 2 = 0; ALTER SCHEMA sales RENAME TO shop; UPDATE shop.src SET g = 0 WHERE id < 5")
+        .unwrap();
+    let q = stored_query(&mut c, "by_g");
+    assert!(q.contains("shop.src"), "{q}");
+    let schema: String = c
+        .query_one(
+            "SELECT pgt_schema FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'big'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, "shop");
+    c.batch_execute(
+        "SELECT pgtrickle.refresh_stream_table('by_g'); SELECT pgtrickle.refresh_stream_table('shop.big');",
+    )
+    .unwrap();
+    assert!(exact(
+        &mut c,
+        "by_g",
+        "g, total",
+        "SELECT g, sum(v) FROM shop.src GROUP BY g"
+    ));
+    assert!(exact(
+        &mut c,
+        "shop.big",
+        "id, v",
+        "SELECT id, v FROM shop.src WHERE v > 10"
+    ));
+    assert_eq!(status(&mut c, "by_g").0, "ACTIVE");
+}
