@@ -269,11 +269,13 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
     Decision::Differential
 }
 
-/// Runs statements as of `snapshot`; returns (rows inserted, rows deleted).
-/// With `pg_trickle.merge_planner_hints`, `work_mem` is raised to
-/// `pg_trickle.merge_work_mem_mb` for these statements only.
 /// Runs statements as of `snapshot`; returns (rows inserted, rows deleted,
-/// rows of the netted delta if there was one).
+/// rows of the netted delta if there was one). With
+/// `pg_trickle.merge_planner_hints`, `work_mem` is raised to
+/// `pg_trickle.merge_work_mem_mb` for these statements only, and the
+/// statement computing the delta runs without sorts: the planner cannot
+/// estimate a change window (a visibility test per row) and picks sort +
+/// group aggregate for what a hash aggregate does faster.
 fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option<i64>) {
     let saved_work_mem = config::MERGE_PLANNER_HINTS.get().then(|| {
         let saved =
@@ -285,8 +287,21 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option
         saved
     });
     let mut tally = (0, 0, None);
+    let hints = config::MERGE_PLANNER_HINTS.get();
     for statement in statements {
+        let saved_sort = (hints && statement.tally == Tally::Delta).then(|| {
+            let saved = spi::query_value("SELECT pg_catalog.current_setting('enable_sort')")
+                .unwrap_or_else(|| "on".into());
+            spi::execute("SELECT pg_catalog.set_config('enable_sort', 'off', true)");
+            saved
+        });
         let n = spi::execute_at(&statement.sql, snapshot) as i64;
+        if let Some(saved) = saved_sort {
+            spi::execute(&format!(
+                "SELECT pg_catalog.set_config('enable_sort', {}, true)",
+                literal(&saved)
+            ));
+        }
         match statement.tally {
             Tally::Inserted => tally.0 += n,
             Tally::Deleted => tally.1 += n,
