@@ -119,6 +119,14 @@ BEGIN
 END
 $$;
 
+-- Row capture in C (src/cdc/capture.rs); migrate() moves the triggers of
+-- existing sources onto it and drops their PL/pgSQL row functions.
+CREATE OR REPLACE FUNCTION pgtrickle."pg_trickle_capture"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'pg_trickle_capture_wrapper';
+REVOKE ALL ON FUNCTION pgtrickle.pg_trickle_capture() FROM PUBLIC;
+
 -- The write guard of storage tables (migrate() adds the triggers to
 -- existing stream tables).
 CREATE OR REPLACE FUNCTION pgtrickle."_check_direct_write"(

@@ -22,6 +22,17 @@ use pgtrickle_core::quote::{ident, literal};
 /// Key of the advisory lock serialising repairs (class of refresh locks, 0).
 const REPAIR_LOCK: &str = "pg_catalog.pg_advisory_xact_lock(7366516, 0)";
 
+/// True while a pg_restore session is connected to this database.
+pub fn restore_running() -> bool {
+    spi::query_value(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity \
+          WHERE datname = pg_catalog.current_database() AND application_name = 'pg_restore' \
+            AND pid <> pg_catalog.pg_backend_pid())::text",
+    )
+    .as_deref()
+        == Some("true")
+}
+
 /// True when the catalog no longer matches this database.
 pub(crate) fn restored() -> bool {
     spi::query_value(
@@ -126,7 +137,8 @@ fn drop_restored_capture() {
         "SELECT pg_catalog.quote_ident(t.tgname), t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t \
           JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-         WHERE t.tgname LIKE 'pg\\_trickle\\_cdc\\_%' AND p.proname LIKE 'pg\\_trickle\\_cdc\\_%'",
+         WHERE t.tgname LIKE 'pg\\_trickle\\_cdc\\_%' \
+           AND (p.proname LIKE 'pg\\_trickle\\_cdc\\_%' OR p.oid = pg_catalog.to_regprocedure('pgtrickle.pg_trickle_capture()'))",
     );
     for row in triggers {
         if let (Some(name), Some(table)) = (&row[0], &row[1]) {

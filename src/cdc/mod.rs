@@ -5,8 +5,11 @@
 //! inserted or deleted row (an UPDATE is a delete of the old image and an
 //! insert of the new), stamped with the writing transaction's `xid8`, and a
 //! marker row for TRUNCATE. Statement-level AFTER triggers with transition
-//! tables fill it: one INSERT ... SELECT per statement, linear in the rows
-//! written, with no join between old and new images.
+//! tables fill it: `capture` copies a statement's rows straight into the
+//! buffer, linear in the rows written, with no join between old and new
+//! images; TRUNCATE writes its marker through a small PL/pgSQL function.
+
+mod capture;
 
 use crate::config;
 use crate::spi;
@@ -175,8 +178,16 @@ fn ensure_truncate_index(objects: &CdcObjects) -> bool {
     !exists
 }
 
+/// Whether this database's SQL has the C capture function; a 0.1.0
+/// catalog before ALTER EXTENSION UPDATE does not, and gets 0.1.0's
+/// PL/pgSQL row capture until `migrate()` runs after the update.
+fn c_capture_installed() -> bool {
+    spi::query_value("SELECT pg_catalog.to_regprocedure('pgtrickle.pg_trickle_capture()')::text")
+        .is_some()
+}
+
 /// Source columns the buffer also has, quoted, in the source's order: what
-/// the capture triggers copy.
+/// the PL/pgSQL row capture copies.
 fn captured_columns(source: Oid, objects: &CdcObjects) -> Vec<String> {
     spi::query(&format!(
         "SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a \
@@ -191,15 +202,30 @@ fn captured_columns(source: Oid, objects: &CdcObjects) -> Vec<String> {
     .collect()
 }
 
-/// (function, body) of the two capture functions as this version writes them.
-fn function_bodies(source: Oid, objects: &CdcObjects) -> [(String, String); 2] {
+/// (function, body) of the PL/pgSQL capture functions: the TRUNCATE
+/// marker always, the row capture only without the C function.
+fn function_bodies(source: Oid, objects: &CdcObjects, c_rows: bool) -> Vec<(String, String)> {
     let buffer = objects.buffer_name();
-    let cols: String = captured_columns(source, objects)
-        .iter()
-        .map(|c| format!(", {c}"))
-        .collect();
-    let rows = format!(
-        "
+    let mut bodies = vec![(
+        qualified(&objects.schema, &objects.truncate_function),
+        format!(
+            "
+BEGIN
+    INSERT INTO {buffer} (action) VALUES ('T');
+    RETURN NULL;
+END
+"
+        ),
+    )];
+    if !c_rows {
+        let cols: String = captured_columns(source, objects)
+            .iter()
+            .map(|c| format!(", {c}"))
+            .collect();
+        bodies.push((
+            qualified(&objects.schema, &objects.function),
+            format!(
+                "
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO {buffer} (action{cols}) SELECT 'I'{cols} FROM __pgt_new;
@@ -212,29 +238,17 @@ BEGIN
     RETURN NULL;
 END
 "
-    );
-    let truncate = format!(
-        "
-BEGIN
-    INSERT INTO {buffer} (action) VALUES ('T');
-    RETURN NULL;
-END
-"
-    );
-    [
-        (qualified(&objects.schema, &objects.function), rows),
-        (
-            qualified(&objects.schema, &objects.truncate_function),
-            truncate,
-        ),
-    ]
+            ),
+        ));
+    }
+    bodies
 }
 
 /// Creates or replaces the capture functions whose body differs from this
 /// version's; returns the functions it wrote.
 fn ensure_functions(source: Oid, objects: &CdcObjects) -> Vec<String> {
     let mut written = Vec::new();
-    for (function, body) in function_bodies(source, objects) {
+    for (function, body) in function_bodies(source, objects, c_capture_installed()) {
         let current = spi::query_value(&format!(
             "SELECT prosrc FROM pg_catalog.pg_proc WHERE oid = pg_catalog.to_regprocedure({})",
             literal(&format!("{function}()"))
@@ -253,31 +267,61 @@ fn ensure_functions(source: Oid, objects: &CdcObjects) -> Vec<String> {
     written
 }
 
-/// Creates the capture triggers that are missing; returns their names.
+/// Creates the capture triggers that are missing, and replaces those that
+/// call another function than this version's (0.1.0 captured rows with a
+/// PL/pgSQL function per source, which then goes); returns the triggers
+/// written.
 fn ensure_triggers(source: Oid, objects: &CdcObjects) -> Vec<String> {
     let src = source_name(source);
-    let function = qualified(&objects.schema, &objects.function);
+    let c_rows = c_capture_installed();
+    let (rows, rows_function) = if c_rows {
+        (
+            format!(
+                "pgtrickle.pg_trickle_capture({}, {})",
+                literal(&objects.schema),
+                literal(&objects.buffer)
+            ),
+            "pgtrickle.pg_trickle_capture()".to_string(),
+        )
+    } else {
+        let f = qualified(&objects.schema, &objects.function);
+        (format!("{f}()"), format!("{f}()"))
+    };
     let truncate_function = qualified(&objects.schema, &objects.truncate_function);
     let definitions = [
-        format!("AFTER INSERT ON {src} REFERENCING NEW TABLE AS __pgt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}()"),
-        format!("AFTER UPDATE ON {src} REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new FOR EACH STATEMENT EXECUTE FUNCTION {function}()"),
-        format!("AFTER DELETE ON {src} REFERENCING OLD TABLE AS __pgt_old FOR EACH STATEMENT EXECUTE FUNCTION {function}()"),
-        format!("AFTER TRUNCATE ON {src} FOR EACH STATEMENT EXECUTE FUNCTION {truncate_function}()"),
+        (format!("AFTER INSERT ON {src} REFERENCING NEW TABLE AS __pgt_new FOR EACH STATEMENT EXECUTE FUNCTION {rows}"), rows_function.clone()),
+        (format!("AFTER UPDATE ON {src} REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new FOR EACH STATEMENT EXECUTE FUNCTION {rows}"), rows_function.clone()),
+        (format!("AFTER DELETE ON {src} REFERENCING OLD TABLE AS __pgt_old FOR EACH STATEMENT EXECUTE FUNCTION {rows}"), rows_function.clone()),
+        (format!("AFTER TRUNCATE ON {src} FOR EACH STATEMENT EXECUTE FUNCTION {truncate_function}()"), format!("{truncate_function}()")),
     ];
-    let mut created = Vec::new();
-    for (name, definition) in objects.triggers.iter().zip(definitions) {
-        let exists = spi::query_value(&format!(
-            "SELECT 1::text FROM pg_catalog.pg_trigger WHERE tgrelid = {} AND tgname = {}",
+    let mut written = Vec::new();
+    for (name, (definition, function)) in objects.triggers.iter().zip(definitions) {
+        let current = spi::query_value(&format!(
+            "SELECT (t.tgfoid = pg_catalog.to_regprocedure({}) AND t.tgnargs = {})::text FROM pg_catalog.pg_trigger t \
+              WHERE t.tgrelid = {} AND t.tgname = {}",
+            literal(&function),
+            if c_rows && function == rows_function { 2 } else { 0 },
             source.to_u32(),
             literal(name)
-        ))
-        .is_some();
-        if !exists {
-            spi::execute(&format!("CREATE TRIGGER {} {definition}", ident(name)));
-            created.push(name.clone());
+        ));
+        match current.as_deref() {
+            Some("true") => continue,
+            Some(_) => {
+                spi::execute(&format!("DROP TRIGGER {} ON {src}", ident(name)));
+            }
+            None => {}
         }
+        spi::execute(&format!("CREATE TRIGGER {} {definition}", ident(name)));
+        written.push(name.clone());
     }
-    created
+    if c_rows {
+        // The PL/pgSQL row capture of 0.1.0, if this source had one.
+        spi::execute(&format!(
+            "DROP FUNCTION IF EXISTS {}()",
+            qualified(&objects.schema, &objects.function)
+        ));
+    }
+    written
 }
 
 /// Brings the capture objects of every tracked source to this version's

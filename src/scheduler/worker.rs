@@ -33,7 +33,11 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
         } else {
             warned_version = false;
         }
-        if config::ENABLED.get() && mismatch.is_none() {
+        // Nothing while pg_restore is filling this database: its catalog
+        // rows, tables and triggers arrive in stages, and repairing (or
+        // refreshing) in between would race its DDL.
+        let restoring = BackgroundWorker::transaction(crate::restore::restore_running);
+        if config::ENABLED.get() && mismatch.is_none() && !restoring {
             BackgroundWorker::transaction(|| {
                 if let Err(message) = spi::in_subtransaction(crate::restore::repair_if_restored) {
                     pgrx::warning!(

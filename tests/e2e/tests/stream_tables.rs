@@ -263,10 +263,20 @@ fn capture_objects_are_shared_and_dropped_with_the_last_consumer() {
         ),
         2
     );
-    // Trigger functions are SECURITY DEFINER with a pinned search_path.
+    // The TRUNCATE marker function is SECURITY DEFINER with a pinned
+    // search_path; rows are captured by the C function, which PUBLIC may
+    // not attach to anything.
     assert_eq!(
         count(&mut client, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace AND prosecdef AND proconfig::text LIKE '%search_path=pg_catalog, pg_temp%'"),
-        2
+        1
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'src'::regclass AND tgfoid = 'pgtrickle.pg_trickle_capture()'::regprocedure"),
+        3
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM pg_proc WHERE oid = 'pgtrickle.pg_trickle_capture()'::regprocedure AND has_function_privilege('public', oid, 'EXECUTE')"),
+        0
     );
     // FULL mode needs no capture.
     client

@@ -271,9 +271,16 @@ fn check_after_update(cluster: &Cluster, client: &mut Client) {
     // ones: the write guard and the analysed query (to follow renames).
     let unfinished: i64 = client
         .query_one(
-            "SELECT count(*) FROM pgtrickle.pgt_stream_tables s
+            "SELECT sum(n)::bigint FROM (SELECT count(*) AS n FROM pgtrickle.pgt_stream_tables s
               WHERE s.query_tree IS NULL
-                 OR NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = s.pgt_relid AND t.tgname = 'pg_trickle_guard')",
+                 OR NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = s.pgt_relid AND t.tgname = 'pg_trickle_guard')
+             UNION ALL
+             -- row capture moved to the C function, the PL/pgSQL ones gone
+             SELECT count(*) FROM pg_trigger t
+              WHERE t.tgname ~ '^pg_trickle_cdc_(ins|upd|del)_'
+                AND t.tgfoid <> 'pgtrickle.pg_trickle_capture()'::regprocedure
+             UNION ALL
+             SELECT count(*) FROM pg_proc WHERE proname LIKE 'pg\\_trickle\\_cdc\\_fn\\_%') x",
             &[],
         )
         .unwrap()
