@@ -314,12 +314,16 @@ fn ensure_triggers(source: Oid, objects: &CdcObjects) -> Vec<String> {
         spi::execute(&format!("CREATE TRIGGER {} {definition}", ident(name)));
         written.push(name.clone());
     }
-    if c_rows {
-        // The PL/pgSQL row capture of 0.1.0, if this source had one.
-        spi::execute(&format!(
-            "DROP FUNCTION IF EXISTS {}()",
-            qualified(&objects.schema, &objects.function)
-        ));
+    // The PL/pgSQL row capture of 0.1.0, if this source had one.
+    let legacy = format!("{}()", qualified(&objects.schema, &objects.function));
+    if c_rows
+        && spi::query_value(&format!(
+            "SELECT pg_catalog.to_regprocedure({})::text",
+            literal(&legacy)
+        ))
+        .is_some()
+    {
+        spi::execute(&format!("DROP FUNCTION {legacy}"));
     }
     written
 }
@@ -414,12 +418,21 @@ fn drop_capture(source: Oid) {
                 ));
             }
         }
-        spi::execute(&format!(
-            "DROP FUNCTION IF EXISTS {}(); DROP FUNCTION IF EXISTS {}(); DROP TABLE IF EXISTS {}",
-            qualified(&objects.schema, &objects.function),
-            qualified(&objects.schema, &objects.truncate_function),
-            objects.buffer_name()
+        // Whichever of the functions exist (0.1.0 had a row function too).
+        let functions = spi::query(&format!(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p \
+              WHERE p.pronamespace = {}::regnamespace AND p.proname IN ({}, {})",
+            literal(&ident(&objects.schema)),
+            literal(&objects.function),
+            literal(&objects.truncate_function)
         ));
+        for f in functions
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+        {
+            spi::execute(&format!("DROP FUNCTION {f}"));
+        }
+        spi::execute(&format!("DROP TABLE IF EXISTS {}", objects.buffer_name()));
     }
     spi::execute(&format!(
         "DELETE FROM pgtrickle.pgt_change_tracking WHERE source_relid = {oid}"
