@@ -58,8 +58,11 @@ unsafe fn name_of(attr: *const pg_sys::FormData_pg_attribute) -> String {
         .into_owned()
 }
 
+/// Attribute `i` of `desc` (the layout of a tuple descriptor differs
+/// between major versions; pgrx's wrapper knows each).
 unsafe fn attribute(desc: pg_sys::TupleDesc, i: usize) -> *const pg_sys::FormData_pg_attribute {
-    pgrx::pg_sys::TupleDescAttr(desc, i as i32)
+    let desc = pgrx::PgTupleDesc::from_pg_unchecked(desc);
+    desc.get(i).expect("attribute within natts") as *const pg_sys::FormData_pg_attribute
 }
 
 /// How each buffer column is filled from a source row.
