@@ -508,6 +508,14 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
     let mut targets = group_exprs;
     let mut plan_aggs = Vec::new();
     for (kind, column, arg) in aggs {
+        let exact_negation = match (&kind, arg) {
+            (AggKind::Avg { state_type }, _) => state_type != "interval",
+            (AggKind::Sum, Some(a)) => matches!(
+                pg_sys::exprType(a),
+                pg_sys::NUMERICOID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID
+            ),
+            _ => false,
+        };
         let arg_index = arg.map(|a| {
             targets.push(a);
             targets.len() - 1
@@ -516,6 +524,7 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             kind,
             column,
             arg: arg_index,
+            exact_negation,
         });
     }
     let block = Block {

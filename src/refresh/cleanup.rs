@@ -1,4 +1,11 @@
 //! Deleting changes every consumer has applied.
+//!
+//! When a scheduler worker serves the database, a refresh leaves this to it:
+//! the worker sweeps the buffers after each tick, in transactions of its
+//! own. A refresh then commits without scanning the buffers a second time,
+//! and without the synchronous commit that dropping a truncated buffer's
+//! old file forces. Without a worker (not preloaded, or `pg_trickle.enabled`
+//! off) the refresh cleans up itself.
 
 use crate::catalog;
 use crate::cdc::CdcObjects;
@@ -6,88 +13,209 @@ use crate::config;
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
 use pgtrickle_core::quote::literal;
+use std::collections::HashMap;
 
 /// Below this size a buffer is emptied with DELETE: TRUNCATE costs a scan
 /// of all of shared_buffers (to drop the old file's pages) and a lock that
 /// makes writers wait, whatever the buffer holds.
 const TRUNCATE_MIN_BYTES: i64 = 1 << 20;
 
+/// Whether the scheduler will clean up after a refresh committed now.
+pub fn deferred_to_scheduler() -> bool {
+    if !config::ENABLED.get() {
+        return false;
+    }
+    if crate::scheduler::in_scheduler() {
+        return true;
+    }
+    spi::query_value(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
+          WHERE a.backend_type = 'pg_trickle scheduler' \
+            AND a.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))::text",
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// What the scheduler remembers of a source between sweeps.
+#[derive(Default)]
+pub struct Swept {
+    /// The consumers' frontiers at the last complete cleanup.
+    frontiers: String,
+    /// Sweeps in a row that found the buffer fully consumed but could not
+    /// truncate it because a writer held it.
+    busy: u32,
+}
+
+/// Sweeps that wait for a writer to let go of a fully consumed buffer
+/// before emptying it with DELETE instead: TRUNCATE leaves nothing behind,
+/// while deleted rows stay for the next refresh to step over until vacuum.
+const BUSY_SWEEPS_BEFORE_DELETE: u32 = 10;
+
+/// The scheduler's sweep: cleans the buffers whose consumers' frontiers
+/// moved since the last sweep, each in a subtransaction, so that one failure
+/// (a buffer dropped meanwhile) leaves the others cleaned and is retried on
+/// the next sweep.
+pub fn sweep(state: &mut HashMap<u32, Swept>) {
+    let rows = spi::query(
+        "SELECT ct.source_relid::bigint::text, \
+                pg_catalog.string_agg(st.pgt_id::text || '@' || coalesce(st.frontier->>'snapshot', '-'), ',' ORDER BY st.pgt_id) \
+           FROM pgtrickle.pgt_change_tracking ct \
+           LEFT JOIN pgtrickle.pgt_stream_tables st ON st.pgt_id = ANY (ct.tracked_by_pgt_ids) \
+          GROUP BY ct.source_relid",
+    );
+    let mut present = Vec::new();
+    for row in rows {
+        let Some(source) = row[0].as_deref().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        present.push(source);
+        let frontiers = row[1].clone().unwrap_or_default();
+        let swept = state.entry(source).or_default();
+        if swept.frontiers == frontiers {
+            continue;
+        }
+        let by = Cleaner::Sweep {
+            await_truncate: swept.busy < BUSY_SWEEPS_BEFORE_DELETE,
+        };
+        match spi::in_subtransaction(|| clean(Oid::from(source), by)) {
+            Ok(Outcome::Done) => {
+                swept.frontiers = frontiers;
+                swept.busy = 0;
+            }
+            Ok(Outcome::Busy) => swept.busy += 1,
+            Err(message) => {
+                pgrx::debug1!(
+                    "pg_trickle: cleaning the change buffer of {source} failed: {message}"
+                )
+            }
+        }
+    }
+    state.retain(|source, _| present.contains(source));
+}
+
+enum Outcome {
+    Done,
+    /// Left for the next sweep: the consumer list was locked, or the buffer
+    /// is fully consumed but a writer kept it from being truncated.
+    Busy,
+}
+
+#[derive(Clone, Copy)]
+enum Cleaner {
+    /// A refresh, before it commits.
+    Refresh,
+    /// The scheduler's sweep, which never waits: it skips a source whose
+    /// consumer list is locked (a stream table being created or dropped
+    /// over it), and with `await_truncate` leaves a fully consumed buffer
+    /// that a writer holds for a later TRUNCATE rather than DELETE it.
+    Sweep { await_truncate: bool },
+}
+
 /// Removes from each source's buffer the changes all its consumers have
 /// consumed; empties a large, fully consumed buffer with TRUNCATE when
 /// `pg_trickle.cleanup_use_truncate` is on and nobody is writing to it.
 pub fn consumed_changes(sources: &[Oid]) {
     for &source in sources {
-        let Some(objects) = CdcObjects::existing(source) else {
-            continue;
-        };
-        let buffer = objects.buffer_name();
-        let (empty, bytes) = spi::query(&format!(
-            "SELECT (NOT EXISTS (SELECT 1 FROM {buffer}))::text, pg_catalog.pg_relation_size({})::text",
-            literal(&buffer)
-        ))
-        .into_iter()
-        .next()
-        .map(|r| {
-            (
-                r[0].as_deref() == Some("true"),
-                r[1].as_deref().and_then(|b| b.parse::<i64>().ok()).unwrap_or(0),
-            )
-        })
-        .unwrap_or((false, 0));
-        if empty {
-            continue;
-        }
-        // Locks the consumer list: a stream table being created over this
-        // source waits, and is seen once it commits.
-        let consumers = spi::query_value(&format!(
-            "SELECT tracked_by_pgt_ids::text FROM pgtrickle.pgt_change_tracking WHERE source_relid = {} FOR UPDATE",
-            source.to_u32()
-        ));
-        let ids: Vec<i64> = consumers
-            .unwrap_or_default()
-            .trim_matches(|c| c == '{' || c == '}')
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        let mut conditions = Vec::new();
-        for id in &ids {
-            match catalog::load(*id).and_then(|st| st.frontier) {
-                Some(f) => conditions.push(f.consumed(source, "r")),
-                None => {
-                    conditions.clear();
-                    break;
-                }
-            }
-        }
-        if conditions.is_empty() {
-            continue;
-        }
-        let consumed = conditions.join(" AND ");
-        if config::CLEANUP_USE_TRUNCATE.get()
-            && bytes >= TRUNCATE_MIN_BYTES
-            && truncate_if_all_consumed(&buffer, &consumed)
-        {
-            continue;
-        }
-        spi::execute(&format!("DELETE FROM {buffer} r WHERE {consumed}"));
+        clean(source, Cleaner::Refresh);
     }
 }
 
+/// Cleans one source's buffer.
+fn clean(source: Oid, by: Cleaner) -> Outcome {
+    let sweep = matches!(by, Cleaner::Sweep { .. });
+    let Some(objects) = CdcObjects::existing(source) else {
+        return Outcome::Done;
+    };
+    // Locks the consumer list before touching the buffer, in the order of
+    // untrack (row, then buffer): a stream table being created over this
+    // source, or the last one dropped, waits for the cleaner or is skipped
+    // by the sweep.
+    let consumers = spi::query_value(&format!(
+        "SELECT tracked_by_pgt_ids::text FROM pgtrickle.pgt_change_tracking WHERE source_relid = {} FOR UPDATE{}",
+        source.to_u32(),
+        if sweep { " SKIP LOCKED" } else { "" }
+    ));
+    let Some(consumers) = consumers else {
+        return if sweep { Outcome::Busy } else { Outcome::Done };
+    };
+    let buffer = objects.buffer_name();
+    let (empty, bytes) = spi::query(&format!(
+        "SELECT (NOT EXISTS (SELECT 1 FROM {buffer}))::text, pg_catalog.pg_relation_size({})::text",
+        literal(&buffer)
+    ))
+    .into_iter()
+    .next()
+    .map(|r| {
+        (
+            r[0].as_deref() == Some("true"),
+            r[1].as_deref()
+                .and_then(|b| b.parse::<i64>().ok())
+                .unwrap_or(0),
+        )
+    })
+    .unwrap_or((false, 0));
+    if empty {
+        return Outcome::Done;
+    }
+    let ids: Vec<i64> = consumers
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut conditions = Vec::new();
+    for id in &ids {
+        match catalog::load(*id).and_then(|st| st.frontier) {
+            Some(f) => conditions.push(f.consumed(source, "r")),
+            None => return Outcome::Done, // a consumer not populated yet
+        }
+    }
+    if conditions.is_empty() {
+        return Outcome::Done;
+    }
+    let consumed = conditions.join(" AND ");
+    if config::CLEANUP_USE_TRUNCATE.get() && bytes >= TRUNCATE_MIN_BYTES {
+        match truncate_if_all_consumed(&buffer, &consumed) {
+            Truncation::Done => return Outcome::Done,
+            Truncation::Busy
+                if matches!(
+                    by,
+                    Cleaner::Sweep {
+                        await_truncate: true
+                    }
+                ) =>
+            {
+                return Outcome::Busy
+            }
+            Truncation::Busy | Truncation::RowsRemain => {}
+        }
+    }
+    spi::execute(&format!("DELETE FROM {buffer} r WHERE {consumed}"));
+    Outcome::Done
+}
+
+enum Truncation {
+    Done,
+    /// A writer holds the buffer (or the isolation level cannot tell).
+    Busy,
+    /// Some rows are not consumed by every consumer yet.
+    RowsRemain,
+}
+
 /// Empties the buffer with TRUNCATE when every row in it has been consumed
-/// by every consumer; `false` when it could not (rows remain, or a writer
-/// holds the buffer, or the snapshot is too old to tell).
-fn truncate_if_all_consumed(buffer: &str, consumed: &str) -> bool {
+/// by every consumer.
+fn truncate_if_all_consumed(buffer: &str, consumed: &str) -> Truncation {
     // Only a fresh snapshot taken after the lock sees every committed row;
     // under REPEATABLE READ rows committed later would be missed.
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        return false;
+        return Truncation::RowsRemain;
     }
     let relid = spi::query_value(&format!(
         "SELECT {}::regclass::oid::bigint::text",
         literal(buffer)
     ));
     let Some(relid) = relid.and_then(|r| r.parse::<u32>().ok()) else {
-        return false;
+        return Truncation::RowsRemain;
     };
     // Never wait for writers: with the lock, none is writing until commit.
     let locked = unsafe {
@@ -97,14 +225,14 @@ fn truncate_if_all_consumed(buffer: &str, consumed: &str) -> bool {
         )
     };
     if !locked {
-        return false;
+        return Truncation::Busy;
     }
     let pending = spi::query_value(&format!(
         "SELECT EXISTS (SELECT 1 FROM {buffer} r WHERE NOT ({consumed}))::text"
     ));
     if pending.as_deref() != Some("false") {
-        return false;
+        return Truncation::RowsRemain;
     }
     spi::execute(&format!("TRUNCATE {buffer}"));
-    true
+    Truncation::Done
 }

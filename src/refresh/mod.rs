@@ -187,7 +187,9 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
             });
             notify_refresh(st, action, (tally.0, tally.1), &start_time);
         }
-        cleanup::consumed_changes(&sources);
+        if !cleanup::deferred_to_scheduler() {
+            cleanup::consumed_changes(&sources);
+        }
     });
     Ok(())
 }
@@ -289,13 +291,31 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option
     let mut tally = (0, 0, None);
     let hints = config::MERGE_PLANNER_HINTS.get();
     for statement in statements {
-        let saved_sort = (hints && statement.tally == Tally::Delta).then(|| {
+        let computes_delta = matches!(statement.tally, Tally::Delta | Tally::Counts);
+        let saved_sort = (hints && computes_delta).then(|| {
             let saved = spi::query_value("SELECT pg_catalog.current_setting('enable_sort')")
                 .unwrap_or_else(|| "on".into());
             spi::execute("SELECT pg_catalog.set_config('enable_sort', 'off', true)");
             saved
         });
-        let n = spi::execute_at(&statement.sql, snapshot) as i64;
+        let n = if statement.tally == Tally::Counts {
+            let row = spi::query_at(&statement.sql, snapshot)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let count = |i: usize| -> i64 {
+                row.get(i)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            tally.0 += count(1);
+            tally.1 += count(2);
+            count(0)
+        } else {
+            spi::execute_at(&statement.sql, snapshot) as i64
+        };
         if let Some(saved) = saved_sort {
             spi::execute(&format!(
                 "SELECT pg_catalog.set_config('enable_sort', {}, true)",
@@ -305,7 +325,7 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option
         match statement.tally {
             Tally::Inserted => tally.0 += n,
             Tally::Deleted => tally.1 += n,
-            Tally::Delta => tally.2 = Some(tally.2.unwrap_or(0) + n),
+            Tally::Delta | Tally::Counts => tally.2 = Some(tally.2.unwrap_or(0) + n),
             Tally::None => {}
         }
     }

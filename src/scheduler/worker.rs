@@ -18,6 +18,8 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    super::IN_SCHEDULER.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut swept = std::collections::HashMap::new();
     let mut last_retention: Option<Instant> = None;
     let mut warned_version = false;
     loop {
@@ -51,6 +53,8 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
                 }
                 BackgroundWorker::transaction(|| refresh_one(pgt_id));
             }
+            let sweep = std::panic::AssertUnwindSafe(|| refresh::cleanup::sweep(&mut swept));
+            BackgroundWorker::transaction(sweep);
             if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 BackgroundWorker::transaction(prune_history);
                 last_retention = Some(Instant::now());

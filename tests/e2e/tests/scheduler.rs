@@ -290,3 +290,68 @@ fn disabling_the_scheduler_stops_refreshes() {
             == 1
     });
 }
+
+fn pending_rows(client: &mut Client) -> i64 {
+    client
+        .query_one("SELECT pending_rows FROM pgtrickle.check_cdc_health()", &[])
+        .unwrap()
+        .get::<_, Option<i64>>(0)
+        .expect("the buffer answers")
+}
+
+#[test]
+fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
+    let (_cluster, mut client) = fast_cluster();
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY);
+             SELECT pgtrickle.create_stream_table('s', 'SELECT id FROM t', NULL);
+             INSERT INTO t SELECT generate_series(1, 100);",
+        )
+        .unwrap();
+    // Nothing consumed these yet: sweeps leave them.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pending_rows(&mut client), 100);
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('s')")
+        .unwrap();
+    wait_until(
+        "the sweep after a manual refresh",
+        Duration::from_secs(20),
+        || pending_rows(&mut client) == 0,
+    );
+    // Rows committed after the refresh stay for the next one.
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(101, 150)")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pending_rows(&mut client), 50);
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('s')")
+        .unwrap();
+    wait_until("the second sweep", Duration::from_secs(20), || {
+        pending_rows(&mut client) == 0
+    });
+    assert_eq!(difference(&mut client, "id", "s", "SELECT id FROM t"), 0);
+
+    // With the scheduler off, the refresh cleans up before it returns.
+    client
+        .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off")
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until("the reload", Duration::from_secs(10), || {
+        client
+            .query_one("SELECT current_setting('pg_trickle.enabled')", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "off"
+    });
+    client
+        .batch_execute(
+            "INSERT INTO t SELECT generate_series(151, 160);
+             SELECT pgtrickle.refresh_stream_table('s');",
+        )
+        .unwrap();
+    assert_eq!(pending_rows(&mut client), 0);
+    assert_eq!(difference(&mut client, "id", "s", "SELECT id FROM t"), 0);
+}

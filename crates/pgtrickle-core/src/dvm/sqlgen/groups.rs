@@ -179,9 +179,14 @@ pub(super) fn groups_apply(
         ));
         match &agg.kind {
             AggKind::CountStar | AggKind::Count => {}
-            AggKind::Sum => select.push(format!("sum({a} * u.__pgt_w) AS {}", dsum(agg))),
+            AggKind::Sum => select.push(format!(
+                "sum({}) AS {}",
+                weighted_value(&a, agg.exact_negation),
+                dsum(agg)
+            )),
             AggKind::Avg { state_type } => select.push(format!(
-                "sum({a}::{state_type} * u.__pgt_w) AS {}",
+                "sum({}) AS {}",
+                weighted_value(&format!("{a}::{state_type}"), agg.exact_negation),
                 dsum(agg)
             )),
             AggKind::Min | AggKind::Max => {
@@ -221,13 +226,54 @@ pub(super) fn groups_apply(
         format!("u AS ({weighted})"),
         format!("b AS (SELECT {} FROM u{grouping})", select.join(", ")),
     ];
+    let sets = folded_state(plan, aggs).join(", ");
+    let insert = format!(
+        "INSERT INTO {table} ({}) SELECT {}",
+        groups_storage_columns(plan, aggs).join(", "),
+        new_group_values(plan, group_columns, &key_names, aggs).join(", ")
+    );
+    let new_groups = format!(
+        "d.__pgt_dc > 0 AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{ROW_ID} = d.{ROW_ID})"
+    );
+
+    if extremum_ctes.is_empty() {
+        // One statement: no scratch table to create, analyse and drop. The
+        // three writes touch disjoint rows and all see the storage table as
+        // it was before the statement.
+        let mut writes = vec![format!(
+            "upd AS (UPDATE {table} t SET {sets} FROM b d WHERE t.{ROW_ID} = d.{ROW_ID}{} RETURNING 1)",
+            if scalar {
+                String::new()
+            } else {
+                format!(" AND t.{COUNT} + d.__pgt_dc > 0")
+            }
+        )];
+        if !scalar {
+            writes.push(format!(
+                "del AS (DELETE FROM {table} t USING b d WHERE t.{ROW_ID} = d.{ROW_ID} \
+                 AND t.{COUNT} + d.__pgt_dc <= 0 RETURNING 1)"
+            ));
+        }
+        writes.push(format!(
+            "ins AS ({insert} FROM b d WHERE {new_groups} RETURNING 1)"
+        ));
+        ctes.extend(writes);
+        return vec![stmt(
+            format!(
+                "WITH {} SELECT (SELECT count(*) FROM b)::text, (SELECT count(*) FROM ins)::text, {}::text",
+                ctes.join(", "),
+                if scalar { "0" } else { "(SELECT count(*) FROM del)" }
+            ),
+            Tally::Counts,
+        )];
+    }
+
     ctes.extend(extremum_ctes);
     let mut out = vec![stmt(
         format!(
-            "CREATE TEMP TABLE {} AS WITH {} SELECT b.*{}{} FROM b{}",
+            "CREATE TEMP TABLE {} AS WITH {} SELECT b.*, {} FROM b{}",
             s.delta,
             ctes.join(", "),
-            if extremum_cols.is_empty() { "" } else { ", " },
             extremum_cols.join(", "),
             extremum_joins.join("")
         ),
@@ -236,36 +282,69 @@ pub(super) fn groups_apply(
     out.push(analyze(&s.delta));
 
     // Groups whose MIN/MAX lost its current value must be recomputed.
-    let extremum_aggs: Vec<&Agg> = aggs
+    let conds: Vec<String> = aggs
         .iter()
         .filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+        .map(|agg| {
+            let col = ident(&plan.columns[agg.column].name);
+            let op = if agg.kind == AggKind::Min { "<=" } else { ">=" };
+            format!(
+                "(d.{del} IS NOT NULL AND d.{del} {op} t.{col})",
+                del = ddel(agg)
+            )
+        })
         .collect();
-    if has_extremum(aggs) {
-        let conds: Vec<String> = extremum_aggs
-            .iter()
-            .map(|agg| {
-                let col = ident(&plan.columns[agg.column].name);
-                let op = if agg.kind == AggKind::Min { "<=" } else { ">=" };
-                format!(
-                    "(d.{del} IS NOT NULL AND d.{del} {op} t.{col})",
-                    del = ddel(agg)
-                )
-            })
-            .collect();
+    out.push(stmt(
+        format!(
+            "CREATE TEMP TABLE {rescan} AS SELECT d.{ROW_ID} FROM {delta} d \
+             JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
+             WHERE t.{COUNT} + d.__pgt_dc > 0 AND ({conds})",
+            rescan = s.rescan,
+            delta = s.delta,
+            conds = conds.join(" OR ")
+        ),
+        Tally::None,
+    ));
+    // Existing groups: fold the deltas into the state.
+    out.push(stmt(
+        format!(
+            "UPDATE {table} t SET {sets} FROM {delta} d WHERE t.{ROW_ID} = d.{ROW_ID}",
+            delta = s.delta
+        ),
+        Tally::None,
+    ));
+    if !scalar {
         out.push(stmt(
             format!(
-                "CREATE TEMP TABLE {rescan} AS SELECT d.{ROW_ID} FROM {delta} d \
-                 JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
-                 WHERE t.{COUNT} + d.__pgt_dc > 0 AND ({conds})",
-                rescan = s.rescan,
-                delta = s.delta,
-                conds = conds.join(" OR ")
+                "DELETE FROM {table} t USING {delta} d WHERE t.{ROW_ID} = d.{ROW_ID} AND t.{COUNT} <= 0",
+                delta = s.delta
             ),
-            Tally::None,
+            Tally::Deleted,
         ));
     }
+    // New groups: their state is their delta.
+    out.push(stmt(
+        format!(
+            "{insert} FROM {delta} d WHERE {new_groups}",
+            delta = s.delta
+        ),
+        Tally::Inserted,
+    ));
+    out
+}
 
-    // Existing groups: fold the deltas into the state.
+/// `v` times the row's weight; by negation for deleted rows when that is
+/// exact.
+fn weighted_value(v: &str, exact_negation: bool) -> String {
+    if exact_negation {
+        format!("CASE u.__pgt_w WHEN 1 THEN {v} WHEN -1 THEN -({v}) ELSE {v} * u.__pgt_w END")
+    } else {
+        format!("{v} * u.__pgt_w")
+    }
+}
+
+/// The SET list that folds a group's delta `d` into its stored state `t`.
+fn folded_state(plan: &Plan, aggs: &[Agg]) -> Vec<String> {
     let mut sets = vec![format!("{COUNT} = t.{COUNT} + d.__pgt_dc")];
     for agg in aggs {
         let col = ident(&plan.columns[agg.column].name);
@@ -313,25 +392,17 @@ pub(super) fn groups_apply(
             }
         }
     }
-    out.push(stmt(
-        format!(
-            "UPDATE {table} t SET {} FROM {delta} d WHERE t.{ROW_ID} = d.{ROW_ID}",
-            sets.join(", "),
-            delta = s.delta
-        ),
-        Tally::None,
-    ));
-    if !scalar {
-        out.push(stmt(
-            format!(
-                "DELETE FROM {table} t USING {delta} d WHERE t.{ROW_ID} = d.{ROW_ID} AND t.{COUNT} <= 0",
-                delta = s.delta
-            ),
-            Tally::Deleted,
-        ));
-    }
+    sets
+}
 
-    // New groups: their state is their delta.
+/// The stored row of a new group `d`, in `groups_storage_columns` order:
+/// its state is its delta.
+fn new_group_values(
+    plan: &Plan,
+    group_columns: &[usize],
+    key_names: &[String],
+    aggs: &[Agg],
+) -> Vec<String> {
     let mut values = Vec::new();
     for (col, _) in plan.columns.iter().enumerate() {
         if let Some(k) = group_columns.iter().position(|&g| g == col) {
@@ -372,17 +443,7 @@ pub(super) fn groups_apply(
             }
         }
     }
-    out.push(stmt(
-        format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM {delta} d WHERE d.__pgt_dc > 0 \
-             AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{ROW_ID} = d.{ROW_ID})",
-            groups_storage_columns(plan, aggs).join(", "),
-            values.join(", "),
-            delta = s.delta
-        ),
-        Tally::Inserted,
-    ));
-    out
+    values
 }
 
 /// Statements that recompute, from the full core, the groups listed in the

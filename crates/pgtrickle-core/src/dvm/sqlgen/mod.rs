@@ -43,6 +43,9 @@ pub enum Tally {
     Deleted,
     /// Rows of the netted delta (history's `delta_rows`).
     Delta,
+    /// A statement that computes the delta and applies it, returning one
+    /// row: delta rows, rows inserted, rows deleted.
+    Counts,
 }
 
 #[derive(Debug, Clone)]
@@ -213,8 +216,6 @@ pub fn differential_apply(
                     scratch,
                 ));
                 out.push(Scratch::drop(&[&scratch.delta, &scratch.rescan]));
-            } else {
-                out.push(Scratch::drop(&[&scratch.delta]));
             }
             out
         }

@@ -66,11 +66,13 @@ fn grouped_apply_keeps_sums_null_when_no_values_remain() {
                     kind: AggKind::Sum,
                     column: 1,
                     arg: Some(1),
+                    exact_negation: false,
                 },
                 Agg {
                     kind: AggKind::Min,
                     column: 2,
                     arg: Some(2),
+                    exact_negation: false,
                 },
             ],
         },
@@ -107,6 +109,7 @@ fn scalar_extremum_is_recomputed_only_when_listed() {
                 kind: AggKind::Min,
                 column: 0,
                 arg: Some(0),
+                exact_negation: false,
             }],
         },
     };
@@ -215,6 +218,7 @@ fn scalar_aggregates_never_delete_their_row() {
                 kind: AggKind::CountStar,
                 column: 0,
                 arg: None,
+                exact_negation: false,
             }],
         },
     };
@@ -228,4 +232,76 @@ fn scalar_aggregates_never_delete_their_row() {
     );
     assert!(!stmts.iter().any(|s| s.sql.starts_with("DELETE")));
     assert!(stmts[0].sql.contains("HAVING count(*) > 0"));
+}
+
+fn sums_plan(group_columns: Vec<usize>, exact_negation: bool) -> Plan {
+    let mut columns = vec![col("g", "text")];
+    columns.truncate(group_columns.len());
+    columns.push(col("s", "numeric"));
+    let sum_column = columns.len() - 1;
+    Plan {
+        columns,
+        shape: Shape::Groups {
+            group_columns,
+            aggs: vec![Agg {
+                kind: AggKind::Sum,
+                column: sum_column,
+                arg: Some(sum_column),
+                exact_negation,
+            }],
+        },
+    }
+}
+
+#[test]
+fn grouped_apply_without_extremum_is_one_statement() {
+    let stmts = differential_apply(
+        &sums_plan(vec![0], true),
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(3),
+    );
+    assert_eq!(stmts.len(), 1, "{stmts:?}");
+    let sql = &stmts[0].sql;
+    assert_eq!(stmts[0].tally, Tally::Counts);
+    assert!(!sql.contains("pg_temp"), "{sql}");
+    // Surviving groups are updated, emptied ones deleted, new ones inserted:
+    // disjoint rows, one snapshot.
+    assert!(
+        sql.contains("upd AS (UPDATE t t SET")
+            && sql.contains("AND t.__pgt_count + d.__pgt_dc > 0 RETURNING 1)")
+    );
+    assert!(
+        sql.contains("del AS (DELETE FROM t t USING b d")
+            && sql.contains("AND t.__pgt_count + d.__pgt_dc <= 0 RETURNING 1)")
+    );
+    assert!(sql.contains("ins AS (INSERT INTO t ("));
+    assert!(sql.contains("WHERE d.__pgt_dc > 0 AND NOT EXISTS (SELECT 1 FROM t t WHERE t.__pgt_row_id = d.__pgt_row_id)"));
+    assert!(sql.ends_with(
+        "SELECT (SELECT count(*) FROM b)::text, (SELECT count(*) FROM ins)::text, (SELECT count(*) FROM del)::text"
+    ));
+    // numeric negates exactly: deleted rows subtract without a multiplication
+    assert!(sql.contains(
+        "sum(CASE u.__pgt_w WHEN 1 THEN u.c1 WHEN -1 THEN -(u.c1) ELSE u.c1 * u.__pgt_w END)"
+    ));
+}
+
+#[test]
+fn scalar_sums_never_delete_their_row_and_multiply_inexact_types() {
+    let stmts = differential_apply(
+        &sums_plan(vec![], false),
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(3),
+    );
+    assert_eq!(stmts.len(), 1);
+    let sql = &stmts[0].sql;
+    assert!(!sql.contains("DELETE"), "{sql}");
+    assert!(sql.contains("FROM b d WHERE t.__pgt_row_id = d.__pgt_row_id RETURNING 1)"));
+    assert!(sql.ends_with("(SELECT count(*) FROM ins)::text, 0::text"));
+    assert!(sql.contains("sum(u.c0 * u.__pgt_w)"));
 }
