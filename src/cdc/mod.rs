@@ -13,8 +13,9 @@ mod capture;
 
 use crate::config;
 use crate::spi;
-use pgrx::pg_sys::Oid;
+use pgrx::pg_sys::{self, Oid};
 use pgtrickle_core::quote::{ident, literal, qualified};
+use std::ffi::CString;
 
 /// Names of the objects capturing changes of one source table.
 pub struct CdcObjects {
@@ -42,16 +43,31 @@ impl CdcObjects {
         }
     }
 
-    /// The buffer of an existing tracked source (wherever it was created).
+    /// The buffer of an existing tracked source (wherever it was created):
+    /// in the configured schema, else in the default one. Looked up in the
+    /// system caches, since every refresh asks.
     pub fn existing(source: Oid) -> Option<CdcObjects> {
-        let schema = spi::query_value(&format!(
-            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relname = 'changes_{}' AND c.relkind = 'r' \
-               AND n.nspname IN ({}, 'pgtrickle_changes') ORDER BY n.nspname = 'pgtrickle_changes' LIMIT 1",
-            source.to_u32(),
-            literal(&config::change_buffer_schema())
-        ))?;
-        Some(CdcObjects::for_source(source, &schema))
+        let buffer = CString::new(format!("changes_{}", source.to_u32())).expect("no NUL");
+        let configured = config::change_buffer_schema();
+        let found = [configured.as_str(), "pgtrickle_changes"]
+            .into_iter()
+            .find(|schema| {
+                let Ok(name) = CString::new(*schema) else {
+                    return false;
+                };
+                unsafe {
+                    let namespace = pg_sys::get_namespace_oid(name.as_ptr(), true);
+                    if namespace == pg_sys::InvalidOid {
+                        return false;
+                    }
+                    let relid = pg_sys::get_relname_relid(buffer.as_ptr(), namespace);
+                    relid != pg_sys::InvalidOid
+                        && pg_sys::get_rel_relkind(relid)
+                            == pg_sys::RELKIND_RELATION as std::ffi::c_char
+                }
+            })
+            .map(|schema| CdcObjects::for_source(source, schema));
+        found
     }
 
     pub fn buffer_name(&self) -> String {

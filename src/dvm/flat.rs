@@ -10,7 +10,6 @@
 
 use super::analyze::{parse_select, Block, Instance, Relation};
 use crate::error::PgtResult;
-use crate::spi;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use pgtrickle_core::quote::{ident, qualified};
@@ -35,25 +34,19 @@ pub struct TableShape {
 }
 
 impl TableShape {
+    /// Name and attributes from the relation cache (no query to plan).
     pub fn load(relid: Oid) -> TableShape {
-        let rows = spi::query(&format!(
-            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {}",
-            relid.to_u32()
-        ));
-        let row = rows.first().expect("relation exists");
-        let qualified_name = qualified(
-            row[0].as_deref().unwrap_or(""),
-            row[1].as_deref().unwrap_or(""),
-        );
-        let attributes = spi::query(&format!(
-            "SELECT CASE WHEN attisdropped THEN NULL ELSE attname::text END FROM pg_catalog.pg_attribute \
-             WHERE attrelid = {} AND attnum > 0 ORDER BY attnum",
-            relid.to_u32()
-        ))
-        .into_iter()
-        .map(|r| r.into_iter().next().flatten())
-        .collect();
+        // SAFETY: the lock keeps the relation (which the query reads, so
+        // the refresh locks it anyway) from going away while it is open.
+        let rel = unsafe {
+            pgrx::PgRelation::with_lock(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+        };
+        let qualified_name = qualified(rel.namespace(), rel.name());
+        let attributes = rel
+            .tuple_desc()
+            .iter()
+            .map(|att| (!att.is_dropped()).then(|| att.name().to_string()))
+            .collect();
         TableShape {
             qualified_name,
             attributes,
