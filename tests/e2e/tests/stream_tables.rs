@@ -692,3 +692,53 @@ fn users_cannot_write_a_stream_table_unless_they_opt_in() {
         .batch_execute("DELETE FROM st WHERE grp = 99")
         .is_err());
 }
+
+#[test]
+fn planner_hints_are_local_to_the_refresh_statements() {
+    let (_cluster, mut client) = cluster_with_extension();
+    setup(&mut client);
+    client
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('g', 'SELECT grp, sum(val) AS s FROM src GROUP BY grp', NULL);
+             SELECT pgtrickle.create_stream_table('r', 'SELECT id, val FROM src WHERE val > 100', NULL);",
+        )
+        .unwrap();
+    let settings =
+        "SELECT current_setting('work_mem') || ' ' || current_setting('random_page_cost') \
+                    || ' ' || current_setting('enable_sort')";
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute(
+        "SET LOCAL work_mem = '1234kB'; SET LOCAL random_page_cost = 3; SET LOCAL enable_sort = on;
+         UPDATE src SET val = val + 1 WHERE id % 3 = 0;
+         SELECT pgtrickle.refresh_stream_table('g');
+         SELECT pgtrickle.refresh_stream_table('r');",
+    )
+    .unwrap();
+    let after: String = tx.query_one(settings, &[]).unwrap().get(0);
+    assert_eq!(after, "1234kB 3 on", "the session's settings come back");
+    let history: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE action = 'DIFFERENTIAL'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 2, "both refreshes were differential");
+    tx.commit().unwrap();
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM ((SELECT grp, s FROM g EXCEPT ALL SELECT grp, sum(val) FROM src GROUP BY grp)
+                       UNION ALL (SELECT grp, sum(val) FROM src GROUP BY grp EXCEPT ALL SELECT grp, s FROM g)) d"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM ((SELECT id, val FROM r EXCEPT ALL SELECT id, val FROM src WHERE val > 100)
+                       UNION ALL (SELECT id, val FROM src WHERE val > 100 EXCEPT ALL SELECT id, val FROM r)) d"
+        ),
+        0
+    );
+}
