@@ -126,13 +126,13 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
             ));
             match &decision {
                 Decision::Full(_) => Ok((
-                    run(&full_statements(st, &plan, &analysis)?, &snapshot),
+                    run(&full_statements(st, &plan, &analysis)?, &snapshot, false),
                     "FULL",
                 )),
                 Decision::NoData => Ok(((0, 0, Some(0)), "NO_DATA")),
                 Decision::Differential => {
                     let stmts = differential_statements(st, &plan, &analysis, &windows)?;
-                    Ok((run(&stmts, &snapshot), "DIFFERENTIAL"))
+                    Ok((run(&stmts, &snapshot, true), "DIFFERENTIAL"))
                 }
             }
         },
@@ -273,34 +273,75 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
 
 /// Runs statements as of `snapshot`; returns (rows inserted, rows deleted,
 /// rows of the netted delta if there was one). With
-/// `pg_trickle.merge_planner_hints`, for these statements only: `work_mem`
-/// is raised to `pg_trickle.merge_work_mem_mb`; `random_page_cost` is at
-/// most 1.1, since the storage table's `__pgt_row_id` index is probed once
-/// per changed row and is hot, where the default cost of 4 makes the planner
-/// hash the whole storage table instead (22 ms against 4.7 ms for 2,000
-/// changed rows of a 100,000-row stream table); and the statement computing
-/// the delta runs without sorts: the planner cannot estimate a change
-/// window (a visibility test per row) and picks sort + group aggregate for
-/// what a hash aggregate does faster.
-fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option<i64>) {
-    let saved_settings = config::MERGE_PLANNER_HINTS.get().then(|| {
+/// `pg_trickle.merge_planner_hints`, for these statements only (settings
+/// local to the transaction, restored afterwards): `work_mem` is raised to
+/// `pg_trickle.merge_work_mem_mb`; the statement computing the delta runs
+/// without sorts, since the planner cannot estimate a change window (a
+/// visibility test per row) and picks sort + group aggregate for what a
+/// hash aggregate does faster; and the statements of a differential refresh
+/// that apply an already computed delta run with `random_page_cost` at
+/// most 1.1: they probe the storage table's `__pgt_row_id` index once per
+/// changed row, where the default cost of 4 makes the planner hash the
+/// whole storage table instead (22 ms against 4.7 ms for 2,000 changed rows
+/// of a 100,000-row stream table). The delta statement keeps the session's
+/// `random_page_cost`: the planner underestimates the change window, and a
+/// cheap index would turn its joins into an index probe per change.
+fn run(
+    statements: &[Statement],
+    snapshot: &PinnedSnapshot,
+    differential: bool,
+) -> (i64, i64, Option<i64>) {
+    // The session's values, read while work_mem is raised.
+    let session = config::MERGE_PLANNER_HINTS.get().then(|| {
         set_local(&[
             (
                 "work_mem",
                 literal(&format!("{}MB", config::MERGE_WORK_MEM_MB.get())),
             ),
             (
+                "enable_sort",
+                "pg_catalog.current_setting('enable_sort')".into(),
+            ),
+            (
                 "random_page_cost",
-                "least(pg_catalog.current_setting('random_page_cost')::float8, 1.1)::text".into(),
+                "pg_catalog.current_setting('random_page_cost')".into(),
             ),
         ])
     });
+    let setting = |name: &str| -> String {
+        session
+            .iter()
+            .flatten()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| literal(v))
+            .unwrap_or_default()
+    };
+    // Whether the settings are those for applying (true) or for computing a
+    // delta (false); a full refresh starts with the session's, which are
+    // the ones it applies with.
+    let mut applying: Option<bool> = (!differential).then_some(true);
     let mut tally = (0, 0, None);
-    let hints = config::MERGE_PLANNER_HINTS.get();
     for statement in statements {
         let computes_delta = matches!(statement.tally, Tally::Delta | Tally::Counts);
-        let saved_sort =
-            (hints && computes_delta).then(|| set_local(&[("enable_sort", "'off'".into())]));
+        if session.is_some() && applying != Some(!computes_delta) {
+            if computes_delta {
+                set_local(&[
+                    ("enable_sort", "'off'".into()),
+                    ("random_page_cost", setting("random_page_cost")),
+                ]);
+            } else {
+                let cost = if differential {
+                    format!("least({}::float8, 1.1)::text", setting("random_page_cost"))
+                } else {
+                    setting("random_page_cost")
+                };
+                set_local(&[
+                    ("enable_sort", setting("enable_sort")),
+                    ("random_page_cost", cost),
+                ]);
+            }
+            applying = Some(!computes_delta);
+        }
         let n = if statement.tally == Tally::Counts {
             let row = spi::query_at(&statement.sql, snapshot)
                 .into_iter()
@@ -319,9 +360,6 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option
         } else {
             spi::execute_at(&statement.sql, snapshot) as i64
         };
-        if let Some(saved) = saved_sort {
-            restore_local(&saved);
-        }
         match statement.tally {
             Tally::Inserted => tally.0 += n,
             Tally::Deleted => tally.1 += n,
@@ -329,8 +367,8 @@ fn run(statements: &[Statement], snapshot: &PinnedSnapshot) -> (i64, i64, Option
             Tally::None => {}
         }
     }
-    if let Some(saved) = saved_settings {
-        restore_local(&saved);
+    if let Some(session) = session {
+        restore_local(&session);
     }
     tally
 }
