@@ -70,6 +70,20 @@ impl CdcObjects {
         found
     }
 
+    /// The buffer's OID, from the system caches.
+    pub fn relid(&self) -> Option<Oid> {
+        let schema = CString::new(self.schema.as_str()).ok()?;
+        let buffer = CString::new(self.buffer.as_str()).ok()?;
+        let relid = unsafe {
+            let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
+            if namespace == pg_sys::InvalidOid {
+                return None;
+            }
+            pg_sys::get_relname_relid(buffer.as_ptr(), namespace)
+        };
+        (relid != pg_sys::InvalidOid).then_some(relid)
+    }
+
     pub fn buffer_name(&self) -> String {
         qualified(&self.schema, &self.buffer)
     }

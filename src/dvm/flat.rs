@@ -36,8 +36,9 @@ pub struct TableShape {
 impl TableShape {
     /// Name and attributes from the relation cache (no query to plan).
     pub fn load(relid: Oid) -> TableShape {
-        // SAFETY: the lock keeps the relation (which the query reads, so
-        // the refresh locks it anyway) from going away while it is open.
+        // SAFETY: the relation is open (and locked) only while it is read
+        // here; the refresh holds AccessShareLock on it until commit anyway,
+        // from analysing the query that reads it.
         let rel = unsafe {
             pgrx::PgRelation::with_lock(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
         };

@@ -20,18 +20,26 @@ use std::collections::HashMap;
 /// makes writers wait, whatever the buffer holds.
 const TRUNCATE_MIN_BYTES: i64 = 1 << 20;
 
-/// Whether the scheduler will clean up after a refresh committed now.
+/// Whether the scheduler will clean up after a refresh committed now: it
+/// is enabled, serves this database, and is not pausing its ticks (for a
+/// pg_restore session, or until ALTER EXTENSION UPDATE).
 pub fn deferred_to_scheduler() -> bool {
     if !config::ENABLED.get() {
         return false;
     }
     if crate::scheduler::in_scheduler() {
-        return true;
+        return true; // a worker refreshes only on ticks that also sweep
+    }
+    if catalog::version_mismatch().is_some() {
+        return false;
     }
     spi::query_value(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
-          WHERE a.backend_type = 'pg_trickle scheduler' \
-            AND a.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))::text",
+        "SELECT (EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
+                  WHERE a.backend_type = 'pg_trickle scheduler' AND a.datid = d.oid) \
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
+                  WHERE a.application_name = 'pg_restore' AND a.datid = d.oid \
+                    AND a.pid <> pg_catalog.pg_backend_pid()))::text \
+           FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
     )
     .as_deref()
         == Some("true")
@@ -45,6 +53,8 @@ pub struct Swept {
     /// Sweeps in a row that found the buffer fully consumed but could not
     /// truncate it because a writer held it.
     busy: u32,
+    /// Sweeps in a row that failed.
+    failures: u32,
 }
 
 /// Sweeps that wait for a writer to let go of a fully consumed buffer
@@ -52,11 +62,13 @@ pub struct Swept {
 /// while deleted rows stay for the next refresh to step over until vacuum.
 const BUSY_SWEEPS_BEFORE_DELETE: u32 = 10;
 
-/// The scheduler's sweep: cleans the buffers whose consumers' frontiers
-/// moved since the last sweep, each in a subtransaction, so that one failure
-/// (a buffer dropped meanwhile) leaves the others cleaned and is retried on
-/// the next sweep.
-pub fn sweep(state: &mut HashMap<u32, Swept>) {
+/// Failed sweeps of one buffer in a row before a WARNING (repeated every
+/// 100 more).
+const FAILURES_BEFORE_WARNING: u32 = 10;
+
+/// The sources the scheduler's sweep should clean now: those whose
+/// consumers' frontiers moved since their last complete cleanup.
+pub fn sweep_due(state: &mut HashMap<u32, Swept>) -> Vec<(u32, String)> {
     let rows = spi::query(
         "SELECT ct.source_relid::bigint::text, \
                 pg_catalog.string_agg(st.pgt_id::text || '@' || coalesce(st.frontier->>'snapshot', '-'), ',' ORDER BY st.pgt_id) \
@@ -65,33 +77,51 @@ pub fn sweep(state: &mut HashMap<u32, Swept>) {
           GROUP BY ct.source_relid",
     );
     let mut present = Vec::new();
+    let mut due = Vec::new();
     for row in rows {
         let Some(source) = row[0].as_deref().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         present.push(source);
         let frontiers = row[1].clone().unwrap_or_default();
-        let swept = state.entry(source).or_default();
-        if swept.frontiers == frontiers {
-            continue;
-        }
-        let by = Cleaner::Sweep {
-            await_truncate: swept.busy < BUSY_SWEEPS_BEFORE_DELETE,
-        };
-        match spi::in_subtransaction(|| clean(Oid::from(source), by)) {
-            Ok(Outcome::Done) => {
-                swept.frontiers = frontiers;
-                swept.busy = 0;
-            }
-            Ok(Outcome::Busy) => swept.busy += 1,
-            Err(message) => {
-                pgrx::debug1!(
-                    "pg_trickle: cleaning the change buffer of {source} failed: {message}"
-                )
-            }
+        if state.get(&source).map(|s| &s.frontiers) != Some(&frontiers) {
+            due.push((source, frontiers));
         }
     }
     state.retain(|source, _| present.contains(source));
+    due
+}
+
+/// Sweeps one source, in a subtransaction of the caller's transaction
+/// (the scheduler gives each source a transaction of its own, so that a
+/// TRUNCATE's lock is held only for its own commit). The sweep never waits
+/// for a lock, so it cannot take part in a deadlock.
+pub fn sweep_one(source: u32, frontiers: String, state: &mut HashMap<u32, Swept>) {
+    let swept = state.entry(source).or_default();
+    let by = Cleaner::Sweep {
+        await_truncate: swept.busy < BUSY_SWEEPS_BEFORE_DELETE,
+    };
+    match spi::in_subtransaction(|| clean(Oid::from(source), by)) {
+        Ok(Outcome::Done) => {
+            swept.frontiers = frontiers;
+            swept.busy = 0;
+            swept.failures = 0;
+        }
+        Ok(Outcome::Busy) => swept.busy += 1,
+        Err(message) => {
+            swept.failures += 1;
+            if swept.failures % 100 == FAILURES_BEFORE_WARNING {
+                pgrx::warning!(
+                    "pg_trickle: cleaning the change buffer of table {source} failed {} times in a row: {message}",
+                    swept.failures
+                );
+            } else {
+                pgrx::debug1!(
+                    "pg_trickle: cleaning the change buffer of table {source} failed: {message}"
+                );
+            }
+        }
+    }
 }
 
 enum Outcome {
@@ -127,10 +157,19 @@ fn clean(source: Oid, by: Cleaner) -> Outcome {
     let Some(objects) = CdcObjects::existing(source) else {
         return Outcome::Done;
     };
-    // Locks the consumer list before touching the buffer, in the order of
-    // untrack (row, then buffer): a stream table being created over this
-    // source, or the last one dropped, waits for the cleaner or is skipped
-    // by the sweep.
+    let buffer = objects.buffer_name();
+    let mut size = None;
+    if !sweep {
+        let state = buffer_size(&buffer);
+        if state.is_none() {
+            return Outcome::Done;
+        }
+        size = state;
+    }
+    // Locks the consumer list: a stream table being created over this
+    // source, or its last one being dropped, waits for the cleaner or is
+    // skipped by the sweep, which then takes the buffer only if nobody holds
+    // it (a source being dropped does, before it deletes this row).
     let consumers = spi::query_value(&format!(
         "SELECT tracked_by_pgt_ids::text FROM pgtrickle.pgt_change_tracking WHERE source_relid = {} FOR UPDATE{}",
         source.to_u32(),
@@ -139,25 +178,18 @@ fn clean(source: Oid, by: Cleaner) -> Outcome {
     let Some(consumers) = consumers else {
         return if sweep { Outcome::Busy } else { Outcome::Done };
     };
-    let buffer = objects.buffer_name();
-    let (empty, bytes) = spi::query(&format!(
-        "SELECT (NOT EXISTS (SELECT 1 FROM {buffer}))::text, pg_catalog.pg_relation_size({})::text",
-        literal(&buffer)
-    ))
-    .into_iter()
-    .next()
-    .map(|r| {
-        (
-            r[0].as_deref() == Some("true"),
-            r[1].as_deref()
-                .and_then(|b| b.parse::<i64>().ok())
-                .unwrap_or(0),
-        )
-    })
-    .unwrap_or((false, 0));
-    if empty {
-        return Outcome::Done;
+    if sweep {
+        let locked = objects.relid().is_some_and(|relid| unsafe {
+            pg_sys::ConditionalLockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
+        });
+        if !locked {
+            return Outcome::Busy;
+        }
+        size = buffer_size(&buffer);
     }
+    let Some(bytes) = size else {
+        return Outcome::Done; // empty
+    };
     let ids: Vec<i64> = consumers
         .trim_matches(|c| c == '{' || c == '}')
         .split(',')
@@ -175,7 +207,7 @@ fn clean(source: Oid, by: Cleaner) -> Outcome {
     }
     let consumed = conditions.join(" AND ");
     if config::CLEANUP_USE_TRUNCATE.get() && bytes >= TRUNCATE_MIN_BYTES {
-        match truncate_if_all_consumed(&buffer, &consumed) {
+        match truncate_if_all_consumed(&buffer, objects.relid(), &consumed) {
             Truncation::Done => return Outcome::Done,
             Truncation::Busy
                 if matches!(
@@ -194,6 +226,20 @@ fn clean(source: Oid, by: Cleaner) -> Outcome {
     Outcome::Done
 }
 
+/// The buffer's size in bytes, or `None` when it holds no rows.
+fn buffer_size(buffer: &str) -> Option<i64> {
+    let row = spi::query(&format!(
+        "SELECT (NOT EXISTS (SELECT 1 FROM {buffer}))::text, pg_catalog.pg_relation_size({})::text",
+        literal(buffer)
+    ))
+    .into_iter()
+    .next()?;
+    if row[0].as_deref() == Some("true") {
+        return None;
+    }
+    Some(row[1].as_deref().and_then(|b| b.parse().ok()).unwrap_or(0))
+}
+
 enum Truncation {
     Done,
     /// A writer holds the buffer (or the isolation level cannot tell).
@@ -204,25 +250,18 @@ enum Truncation {
 
 /// Empties the buffer with TRUNCATE when every row in it has been consumed
 /// by every consumer.
-fn truncate_if_all_consumed(buffer: &str, consumed: &str) -> Truncation {
+fn truncate_if_all_consumed(buffer: &str, relid: Option<Oid>, consumed: &str) -> Truncation {
     // Only a fresh snapshot taken after the lock sees every committed row;
     // under REPEATABLE READ rows committed later would be missed.
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
         return Truncation::RowsRemain;
     }
-    let relid = spi::query_value(&format!(
-        "SELECT {}::regclass::oid::bigint::text",
-        literal(buffer)
-    ));
-    let Some(relid) = relid.and_then(|r| r.parse::<u32>().ok()) else {
+    let Some(relid) = relid else {
         return Truncation::RowsRemain;
     };
     // Never wait for writers: with the lock, none is writing until commit.
     let locked = unsafe {
-        pg_sys::ConditionalLockRelationOid(
-            Oid::from(relid),
-            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
-        )
+        pg_sys::ConditionalLockRelationOid(relid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE)
     };
     if !locked {
         return Truncation::Busy;

@@ -283,9 +283,10 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
 /// most 1.1: they probe the storage table's `__pgt_row_id` index once per
 /// changed row, where the default cost of 4 makes the planner hash the
 /// whole storage table instead (22 ms against 4.7 ms for 2,000 changed rows
-/// of a 100,000-row stream table). The delta statement keeps the session's
-/// `random_page_cost`: the planner underestimates the change window, and a
-/// cheap index would turn its joins into an index probe per change.
+/// of a 100,000-row stream table). Statements that read the sources (the
+/// delta, and recomputations of groups or anchors) keep the session's
+/// `random_page_cost`: the planner underestimates change windows, and a
+/// cheap index would turn their joins into an index probe per change.
 fn run(
     statements: &[Statement],
     snapshot: &PinnedSnapshot,
@@ -316,31 +317,36 @@ fn run(
             .map(|(_, v)| literal(v))
             .unwrap_or_default()
     };
-    // Whether the settings are those for applying (true) or for computing a
-    // delta (false); a full refresh starts with the session's, which are
-    // the ones it applies with.
-    let mut applying: Option<bool> = (!differential).then_some(true);
+    // The (sorts off, cheap index probes) in effect; a refresh starts with
+    // the session's settings.
+    let mut in_effect = (false, false);
     let mut tally = (0, 0, None);
     for statement in statements {
         let computes_delta = matches!(statement.tally, Tally::Delta | Tally::Counts);
-        if session.is_some() && applying != Some(!computes_delta) {
-            if computes_delta {
-                set_local(&[
-                    ("enable_sort", "'off'".into()),
-                    ("random_page_cost", setting("random_page_cost")),
-                ]);
-            } else {
-                let cost = if differential {
-                    format!("least({}::float8, 1.1)::text", setting("random_page_cost"))
-                } else {
-                    setting("random_page_cost")
-                };
-                set_local(&[
-                    ("enable_sort", setting("enable_sort")),
-                    ("random_page_cost", cost),
-                ]);
-            }
-            applying = Some(!computes_delta);
+        let wanted = (
+            computes_delta,
+            differential && !computes_delta && !statement.reads_sources,
+        );
+        if session.is_some() && wanted != in_effect {
+            set_local(&[
+                (
+                    "enable_sort",
+                    if wanted.0 {
+                        "'off'".into()
+                    } else {
+                        setting("enable_sort")
+                    },
+                ),
+                (
+                    "random_page_cost",
+                    if wanted.1 {
+                        format!("least({}::float8, 1.1)::text", setting("random_page_cost"))
+                    } else {
+                        setting("random_page_cost")
+                    },
+                ),
+            ]);
+            in_effect = wanted;
         }
         let n = if statement.tally == Tally::Counts {
             let row = spi::query_at(&statement.sql, snapshot)
@@ -419,6 +425,7 @@ fn full_statements(
     let mut stmts = vec![Statement {
         sql: format!("DELETE FROM {table}"),
         tally: Tally::Deleted,
+        reads_sources: false,
     }];
     match (&plan.shape, &analysis.differential) {
         (Shape::FullOnly, _) | (Shape::RecomputedGroups { .. }, _) | (_, Err(_)) => {

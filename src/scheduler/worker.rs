@@ -53,8 +53,15 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(arg: pg_sys::Datum) {
                 }
                 BackgroundWorker::transaction(|| refresh_one(pgt_id));
             }
-            let sweep = std::panic::AssertUnwindSafe(|| refresh::cleanup::sweep(&mut swept));
-            BackgroundWorker::transaction(sweep);
+            // Changes every consumer has applied: each buffer in a
+            // transaction of its own.
+            let due = std::panic::AssertUnwindSafe(|| refresh::cleanup::sweep_due(&mut swept));
+            for (source, frontiers) in BackgroundWorker::transaction(due) {
+                let one = std::panic::AssertUnwindSafe(|| {
+                    refresh::cleanup::sweep_one(source, frontiers, &mut swept)
+                });
+                BackgroundWorker::transaction(one);
+            }
             if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 BackgroundWorker::transaction(prune_history);
                 last_retention = Some(Instant::now());

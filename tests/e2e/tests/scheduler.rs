@@ -301,7 +301,7 @@ fn pending_rows(client: &mut Client) -> i64 {
 
 #[test]
 fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
-    let (_cluster, mut client) = fast_cluster();
+    let (cluster, mut client) = fast_cluster();
     client
         .batch_execute(
             "CREATE TABLE t (id int PRIMARY KEY);
@@ -334,7 +334,26 @@ fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
     });
     assert_eq!(difference(&mut client, "id", "s", "SELECT id FROM t"), 0);
 
-    // With the scheduler off, the refresh cleans up before it returns.
+    // While a pg_restore session is connected the scheduler pauses, so the
+    // refresh cleans up before it returns.
+    let restore_session = Client::connect(
+        &format!(
+            "{} application_name=pg_restore",
+            cluster.connection_string("postgres")
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO t SELECT generate_series(161, 170);
+             SELECT pgtrickle.refresh_stream_table('s');",
+        )
+        .unwrap();
+    assert_eq!(pending_rows(&mut client), 0);
+    drop(restore_session);
+
+    // With the scheduler off, likewise.
     client
         .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off")
         .unwrap();
@@ -348,7 +367,7 @@ fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
     });
     client
         .batch_execute(
-            "INSERT INTO t SELECT generate_series(151, 160);
+            "INSERT INTO t SELECT generate_series(171, 180);
              SELECT pgtrickle.refresh_stream_table('s');",
         )
         .unwrap();

@@ -23,7 +23,7 @@ pub(super) fn anchored_insert(
     let filter = only_anchors
         .map(|t| format!(" WHERE f.__pgt_rid_{anchor} IN (SELECT a FROM {t})"))
         .unwrap_or_default();
-    stmt(
+    stmt_reading_sources(
         format!(
             "INSERT INTO {table} ({cols}, {ROW_ID}, {COUNT}, {ANCHOR}, {SOURCE_ROWS}) \
              SELECT {out}, {rid}, CASE WHEN k = 1 THEN g.__pgt_n ELSE 0 END, g.__pgt_a, g.__pgt_s \

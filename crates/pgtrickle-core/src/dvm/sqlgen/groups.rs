@@ -464,7 +464,7 @@ pub(super) fn rescan_groups(
             ),
             Tally::Deleted,
         ),
-        stmt(
+        stmt_reading_sources(
             groups_insert(plan, table, full_core, group_columns, aggs, Some(&s.rescan)),
             Tally::Inserted,
         ),

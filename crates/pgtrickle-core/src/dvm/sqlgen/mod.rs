@@ -52,10 +52,25 @@ pub enum Tally {
 pub struct Statement {
     pub sql: String,
     pub tally: Tally,
+    /// Reads the sources' full contents (recomputing groups or anchors), as
+    /// opposed to applying a computed delta to the storage table.
+    pub reads_sources: bool,
 }
 
 fn stmt(sql: String, tally: Tally) -> Statement {
-    Statement { sql, tally }
+    Statement {
+        sql,
+        tally,
+        reads_sources: false,
+    }
+}
+
+fn stmt_reading_sources(sql: String, tally: Tally) -> Statement {
+    Statement {
+        sql,
+        tally,
+        reads_sources: true,
+    }
 }
 
 /// Fresh statistics for a scratch table, so that joining it with the

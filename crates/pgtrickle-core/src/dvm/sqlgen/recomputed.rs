@@ -26,7 +26,7 @@ pub(super) fn recomputed_insert(
             )
         })
         .unwrap_or_default();
-    stmt(
+    stmt_reading_sources(
         format!(
             "INSERT INTO {table} ({}, {ROW_ID}) SELECT {}, {} FROM ({defining_query}) q{filter}",
             cols.join(", "),
