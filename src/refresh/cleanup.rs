@@ -30,17 +30,19 @@ pub fn deferred_to_scheduler() -> bool {
     if crate::scheduler::in_scheduler() {
         return true; // a worker refreshes only on ticks that also sweep
     }
-    if catalog::version_mismatch().is_some() {
-        return false;
-    }
-    spi::query_value(
+    // The same conditions as the worker's tick (catalog::version_mismatch,
+    // restore::restore_running), in one query.
+    spi::query_value(&format!(
         "SELECT (EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
                   WHERE a.backend_type = 'pg_trickle scheduler' AND a.datid = d.oid) \
              AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
                   WHERE a.application_name = 'pg_restore' AND a.datid = d.oid \
-                    AND a.pid <> pg_catalog.pg_backend_pid()))::text \
+                    AND a.pid <> pg_catalog.pg_backend_pid()) \
+             AND EXISTS (SELECT FROM pg_catalog.pg_extension \
+                  WHERE extname = 'pg_trickle' AND extversion = {}))::text \
            FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
-    )
+        literal(env!("CARGO_PKG_VERSION"))
+    ))
     .as_deref()
         == Some("true")
 }
