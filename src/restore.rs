@@ -22,14 +22,16 @@ use pgtrickle_core::quote::{ident, literal};
 /// Key of the advisory lock serialising repairs (class of refresh locks, 0).
 const REPAIR_LOCK: &str = "pg_catalog.pg_advisory_xact_lock(7366516, 0)";
 
+/// SQL: a pg_restore session (other than this one) is connected to this
+/// database.
+pub(crate) const RESTORE_SESSION_CONNECTED: &str =
+    "EXISTS (SELECT FROM pg_catalog.pg_stat_activity \
+      WHERE datname = pg_catalog.current_database() AND application_name = 'pg_restore' \
+        AND pid <> pg_catalog.pg_backend_pid())";
+
 /// True while a pg_restore session is connected to this database.
 pub fn restore_running() -> bool {
-    spi::query_value(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity \
-          WHERE datname = pg_catalog.current_database() AND application_name = 'pg_restore' \
-            AND pid <> pg_catalog.pg_backend_pid())::text",
-    )
-    .as_deref()
+    spi::query_value(&format!("SELECT {RESTORE_SESSION_CONNECTED}::text")).as_deref()
         == Some("true")
 }
 

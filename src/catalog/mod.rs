@@ -266,6 +266,14 @@ pub fn insert_history(e: &HistoryEntry) {
     spi::as_role(spi::superuser(), || spi::execute(&sql));
 }
 
+/// SQL: the installed SQL objects are of another version than the loaded
+/// library (the condition of `version_mismatch`).
+pub(crate) const VERSION_MISMATCH: &str = concat!(
+    "EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle' AND extversion <> '",
+    env!("CARGO_PKG_VERSION"),
+    "')"
+);
+
 /// When the loaded library and the installed SQL differ: a message saying
 /// both versions and how to fix it.
 pub fn version_mismatch() -> Option<String> {

@@ -47,46 +47,41 @@ impl CdcObjects {
     /// in the configured schema, else in the default one. Looked up in the
     /// system caches, since every refresh asks.
     pub fn existing(source: Oid) -> Option<CdcObjects> {
-        let buffer = CString::new(format!("changes_{}", source.to_u32())).expect("no NUL");
+        let buffer = format!("changes_{}", source.to_u32());
         let configured = config::change_buffer_schema();
         let found = [configured.as_str(), "pgtrickle_changes"]
             .into_iter()
             .find(|schema| {
-                let Ok(name) = CString::new(*schema) else {
-                    return false;
-                };
-                unsafe {
-                    let namespace = pg_sys::get_namespace_oid(name.as_ptr(), true);
-                    if namespace == pg_sys::InvalidOid {
-                        return false;
-                    }
-                    let relid = pg_sys::get_relname_relid(buffer.as_ptr(), namespace);
-                    relid != pg_sys::InvalidOid
-                        && pg_sys::get_rel_relkind(relid)
-                            == pg_sys::RELKIND_RELATION as std::ffi::c_char
-                }
+                table_oid(schema, &buffer).is_some_and(|relid| unsafe {
+                    pg_sys::get_rel_relkind(relid) == pg_sys::RELKIND_RELATION as std::ffi::c_char
+                })
             })
             .map(|schema| CdcObjects::for_source(source, schema));
         found
     }
 
-    /// The buffer's OID, from the system caches.
+    /// The buffer's OID.
     pub fn relid(&self) -> Option<Oid> {
-        let schema = CString::new(self.schema.as_str()).ok()?;
-        let buffer = CString::new(self.buffer.as_str()).ok()?;
-        let relid = unsafe {
-            let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
-            if namespace == pg_sys::InvalidOid {
-                return None;
-            }
-            pg_sys::get_relname_relid(buffer.as_ptr(), namespace)
-        };
-        (relid != pg_sys::InvalidOid).then_some(relid)
+        table_oid(&self.schema, &self.buffer)
     }
 
     pub fn buffer_name(&self) -> String {
         qualified(&self.schema, &self.buffer)
     }
+}
+
+/// The OID of relation `name` in `schema`, from the system caches.
+fn table_oid(schema: &str, name: &str) -> Option<Oid> {
+    let schema = CString::new(schema).ok()?;
+    let name = CString::new(name).ok()?;
+    let relid = unsafe {
+        let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
+        if namespace == pg_sys::InvalidOid {
+            return None;
+        }
+        pg_sys::get_relname_relid(name.as_ptr(), namespace)
+    };
+    (relid != pg_sys::InvalidOid).then_some(relid)
 }
 
 fn source_name(source: Oid) -> String {

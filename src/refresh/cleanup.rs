@@ -4,8 +4,9 @@
 //! the worker sweeps the buffers after each tick, in transactions of its
 //! own. A refresh then commits without scanning the buffers a second time,
 //! and without the synchronous commit that dropping a truncated buffer's
-//! old file forces. Without a worker (not preloaded, or `pg_trickle.enabled`
-//! off) the refresh cleans up itself.
+//! old file forces. Without a worker sweeping (not preloaded,
+//! `pg_trickle.enabled` off, or ticks paused for a pg_restore session or
+//! until ALTER EXTENSION UPDATE) the refresh cleans up itself.
 
 use crate::catalog;
 use crate::cdc::CdcObjects;
@@ -30,18 +31,13 @@ pub fn deferred_to_scheduler() -> bool {
     if crate::scheduler::in_scheduler() {
         return true; // a worker refreshes only on ticks that also sweep
     }
-    // The same conditions as the worker's tick (catalog::version_mismatch,
-    // restore::restore_running), in one query.
+    // The conditions of the worker's tick, in one query.
     spi::query_value(&format!(
-        "SELECT (EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
-                  WHERE a.backend_type = 'pg_trickle scheduler' AND a.datid = d.oid) \
-             AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a \
-                  WHERE a.application_name = 'pg_restore' AND a.datid = d.oid \
-                    AND a.pid <> pg_catalog.pg_backend_pid()) \
-             AND EXISTS (SELECT FROM pg_catalog.pg_extension \
-                  WHERE extname = 'pg_trickle' AND extversion = {}))::text \
-           FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
-        literal(env!("CARGO_PKG_VERSION"))
+        "SELECT (EXISTS (SELECT FROM pg_catalog.pg_stat_activity \
+                  WHERE backend_type = 'pg_trickle scheduler' AND datname = pg_catalog.current_database()) \
+             AND NOT {} AND NOT {})::text",
+        crate::restore::RESTORE_SESSION_CONNECTED,
+        catalog::VERSION_MISMATCH
     ))
     .as_deref()
         == Some("true")
@@ -160,13 +156,14 @@ fn clean(source: Oid, by: Cleaner) -> Outcome {
         return Outcome::Done;
     };
     let buffer = objects.buffer_name();
+    // A refresh looks before it locks (an empty buffer needs no lock); the
+    // sweep locks first, and looks once it holds the buffer.
     let mut size = None;
     if !sweep {
-        let state = buffer_size(&buffer);
-        if state.is_none() {
+        size = buffer_size(&buffer);
+        if size.is_none() {
             return Outcome::Done;
         }
-        size = state;
     }
     // Locks the consumer list: a stream table being created over this
     // source, or its last one being dropped, waits for the cleaner or is

@@ -5,6 +5,7 @@
 pub mod cleanup;
 pub mod frontier;
 pub mod guard;
+mod hints;
 mod window;
 
 use crate::catalog::{self, HistoryEntry, StreamTable};
@@ -271,83 +272,18 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
     Decision::Differential
 }
 
-/// Runs statements as of `snapshot`; returns (rows inserted, rows deleted,
-/// rows of the netted delta if there was one). With
-/// `pg_trickle.merge_planner_hints`, for these statements only (settings
-/// local to the transaction, restored afterwards): `work_mem` is raised to
-/// `pg_trickle.merge_work_mem_mb`; the statement computing the delta runs
-/// without sorts, since the planner cannot estimate a change window (a
-/// visibility test per row) and picks sort + group aggregate for what a
-/// hash aggregate does faster; and the statements of a differential refresh
-/// that apply an already computed delta run with `random_page_cost` at
-/// most 1.1: they probe the storage table's `__pgt_row_id` index once per
-/// changed row, where the default cost of 4 makes the planner hash the
-/// whole storage table instead (22 ms against 4.7 ms for 2,000 changed rows
-/// of a 100,000-row stream table). Statements that read the sources (the
-/// delta, and recomputations of groups or anchors) keep the session's
-/// `random_page_cost`: the planner underestimates change windows, and a
-/// cheap index would turn their joins into an index probe per change.
+/// Runs statements as of `snapshot`, under the planner hints of
+/// `hints.rs`; returns (rows inserted, rows deleted, rows of the netted
+/// delta if there was one).
 fn run(
     statements: &[Statement],
     snapshot: &PinnedSnapshot,
     differential: bool,
 ) -> (i64, i64, Option<i64>) {
-    // The session's values, read while work_mem is raised.
-    let session = config::MERGE_PLANNER_HINTS.get().then(|| {
-        set_local(&[
-            (
-                "work_mem",
-                literal(&format!("{}MB", config::MERGE_WORK_MEM_MB.get())),
-            ),
-            (
-                "enable_sort",
-                "pg_catalog.current_setting('enable_sort')".into(),
-            ),
-            (
-                "random_page_cost",
-                "pg_catalog.current_setting('random_page_cost')".into(),
-            ),
-        ])
-    });
-    let setting = |name: &str| -> String {
-        session
-            .iter()
-            .flatten()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| literal(v))
-            .unwrap_or_default()
-    };
-    // The (sorts off, cheap index probes) in effect; a refresh starts with
-    // the session's settings.
-    let mut in_effect = (false, false);
+    let mut hints = hints::PlannerHints::start();
     let mut tally = (0, 0, None);
     for statement in statements {
-        let computes_delta = matches!(statement.tally, Tally::Delta | Tally::Counts);
-        let wanted = (
-            computes_delta,
-            differential && !computes_delta && !statement.reads_sources,
-        );
-        if session.is_some() && wanted != in_effect {
-            set_local(&[
-                (
-                    "enable_sort",
-                    if wanted.0 {
-                        "'off'".into()
-                    } else {
-                        setting("enable_sort")
-                    },
-                ),
-                (
-                    "random_page_cost",
-                    if wanted.1 {
-                        format!("least({}::float8, 1.1)::text", setting("random_page_cost"))
-                    } else {
-                        setting("random_page_cost")
-                    },
-                ),
-            ]);
-            in_effect = wanted;
-        }
+        hints.prepare(statement, differential);
         let n = if statement.tally == Tally::Counts {
             let row = spi::query_at(&statement.sql, snapshot)
                 .into_iter()
@@ -373,47 +309,8 @@ fn run(
             Tally::None => {}
         }
     }
-    if let Some(session) = session {
-        restore_local(&session);
-    }
+    hints.finish();
     tally
-}
-
-fn restore_local(saved: &[(&'static str, String)]) {
-    let values: Vec<(&'static str, String)> = saved
-        .iter()
-        .map(|(name, value)| (*name, literal(value)))
-        .collect();
-    set_local(&values);
-}
-
-/// Sets settings (name, SQL expression of the value) for the rest of the
-/// transaction, in one query; returns their previous values.
-fn set_local(settings: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let current: Vec<String> = settings
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| format!("pg_catalog.current_setting({}) AS s{i}", literal(name)))
-        .collect();
-    let set: Vec<String> = settings
-        .iter()
-        .map(|(name, value)| format!("pg_catalog.set_config({}, {value}, true)", literal(name)))
-        .collect();
-    // The fenced subquery reads the old values before the outer row sets
-    // the new ones.
-    let row = spi::query(&format!(
-        "SELECT old.*, {} FROM (SELECT {} OFFSET 0) old",
-        set.join(", "),
-        current.join(", ")
-    ))
-    .into_iter()
-    .next()
-    .unwrap_or_default();
-    settings
-        .iter()
-        .zip(row)
-        .map(|((name, _), value)| (*name, value.unwrap_or_default()))
-        .collect()
 }
 
 fn full_statements(

@@ -39,6 +39,15 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// ALTER SYSTEM SET pg_trickle.enabled, then a configuration reload.
+fn set_scheduler_enabled(client: &mut Client, on: bool) {
+    let value = if on { "on" } else { "off" };
+    client
+        .batch_execute(&format!("ALTER SYSTEM SET pg_trickle.enabled = {value}"))
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
 #[test]
 fn a_short_schedule_catches_up_on_its_own() {
     let (_cluster, mut client) = fast_cluster();
@@ -260,13 +269,10 @@ fn repeated_failures_stop_the_stream_table_with_an_alert() {
 #[test]
 fn disabling_the_scheduler_stops_refreshes() {
     let (_cluster, mut client) = fast_cluster();
-    client
-        .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off")
-        .unwrap();
+    set_scheduler_enabled(&mut client, false);
     client
         .batch_execute(
-            "SELECT pg_reload_conf();
-             CREATE TABLE t (id int PRIMARY KEY);
+            "CREATE TABLE t (id int PRIMARY KEY);
              SELECT pgtrickle.create_stream_table('s', 'SELECT id FROM t', '1s');",
         )
         .unwrap();
@@ -278,10 +284,7 @@ fn disabling_the_scheduler_stops_refreshes() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "no refresh while pg_trickle.enabled is off");
-    client
-        .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = on")
-        .unwrap();
-    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    set_scheduler_enabled(&mut client, true);
     wait_until("refresh after enabling", Duration::from_secs(30), || {
         client
             .query_one("SELECT count(*) FROM s", &[])
@@ -354,10 +357,7 @@ fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
     drop(restore_session);
 
     // With the scheduler off, likewise.
-    client
-        .batch_execute("ALTER SYSTEM SET pg_trickle.enabled = off")
-        .unwrap();
-    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    set_scheduler_enabled(&mut client, false);
     wait_until("the reload", Duration::from_secs(10), || {
         client
             .query_one("SELECT current_setting('pg_trickle.enabled')", &[])
