@@ -2,7 +2,7 @@
 //!
 //! When a scheduler worker serves the database, a refresh leaves this to it:
 //! the worker sweeps the buffers after each tick, in transactions of its
-//! own. A refresh then commits without scanning the buffers a second time,
+//! own, and a manual refresh wakes it for a tick when it commits. A refresh then commits without scanning the buffers a second time,
 //! and without the synchronous commit that dropping a truncated buffer's
 //! old file forces. Without a worker sweeping (not preloaded,
 //! `pg_trickle.enabled` off, or ticks paused for a pg_restore session or
@@ -21,26 +21,66 @@ use std::collections::HashMap;
 /// makes writers wait, whatever the buffer holds.
 const TRUNCATE_MIN_BYTES: i64 = 1 << 20;
 
-/// Whether the scheduler will clean up after a refresh committed now: it
+/// Who cleans up after a refresh.
+pub enum Cleanup {
+    /// The refresh itself, before it commits.
+    Inline,
+    /// The scheduler worker of this database, woken when the refresh
+    /// commits (`None`: the refresh runs in the worker, which sweeps after
+    /// every tick anyway).
+    Scheduler(Option<i32>),
+}
+
+/// Who will clean up after a refresh committed now: the scheduler when it
 /// is enabled, serves this database, and is not pausing its ticks (for a
-/// pg_restore session, or until ALTER EXTENSION UPDATE).
-pub fn deferred_to_scheduler() -> bool {
+/// pg_restore session, or until ALTER EXTENSION UPDATE); else the refresh.
+pub fn cleaner() -> Cleanup {
     if !config::ENABLED.get() {
-        return false;
+        return Cleanup::Inline;
     }
     if crate::scheduler::in_scheduler() {
-        return true; // a worker refreshes only on ticks that also sweep
+        return Cleanup::Scheduler(None);
     }
     // The conditions of the worker's tick, in one query.
-    spi::query_value(&format!(
-        "SELECT (EXISTS (SELECT FROM pg_catalog.pg_stat_activity \
-                  WHERE backend_type = 'pg_trickle scheduler' AND datname = pg_catalog.current_database()) \
-             AND NOT {} AND NOT {})::text",
+    let pid = spi::query_value(&format!(
+        "SELECT a.pid::text FROM pg_catalog.pg_stat_activity a \
+          WHERE a.backend_type = 'pg_trickle scheduler' AND a.datname = pg_catalog.current_database() \
+            AND NOT {} AND NOT {} LIMIT 1",
         crate::restore::RESTORE_SESSION_CONNECTED,
         catalog::VERSION_MISMATCH
-    ))
-    .as_deref()
-        == Some("true")
+    ));
+    match pid.and_then(|p| p.parse().ok()) {
+        Some(pid) => Cleanup::Scheduler(Some(pid)),
+        None => Cleanup::Inline,
+    }
+}
+
+/// Wakes the scheduler worker `pid` once the current transaction commits,
+/// so that it sweeps the buffers this refresh consumed right away: a sweep
+/// that comes before the next writes can TRUNCATE, while one that comes
+/// after them must DELETE, and leaves dead rows for the next refresh to
+/// step over.
+pub fn wake_scheduler_at_commit(pid: i32) {
+    thread_local! {
+        static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if REGISTERED.with(|r| r.replace(true)) {
+        return; // one wake-up per transaction
+    }
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        REGISTERED.with(|r| r.set(false));
+        // SAFETY: the PGPROC comes from the proc array; a pid reused by
+        // another backend only gets it a spurious wake-up.
+        unsafe {
+            let proc = pg_sys::BackendPidGetProc(pid);
+            if !proc.is_null() {
+                pg_sys::SetLatch(&mut (*proc).procLatch);
+            }
+        }
+    });
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || {
+        REGISTERED.with(|r| r.set(false));
+    });
 }
 
 /// What the scheduler remembers of a source between sweeps.

@@ -16,6 +16,7 @@ use crate::dvm::plan::{Plan, Shape};
 use crate::dvm::sqlgen::{self, Core, Scratch, Statement, Tally};
 use crate::error::{ErrorKind, PgtError, PgtResult};
 use crate::spi::{self, PinnedSnapshot};
+use cleanup::Cleanup;
 use frontier::Frontier;
 use pgrx::pg_sys::Oid;
 use pgtrickle_core::quote::literal;
@@ -188,8 +189,10 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
             });
             notify_refresh(st, action, (tally.0, tally.1), &start_time);
         }
-        if !cleanup::deferred_to_scheduler() {
-            cleanup::consumed_changes(&sources);
+        match cleanup::cleaner() {
+            Cleanup::Inline => cleanup::consumed_changes(&sources),
+            Cleanup::Scheduler(Some(pid)) => cleanup::wake_scheduler_at_commit(pid),
+            Cleanup::Scheduler(None) => {}
         }
     });
     Ok(())

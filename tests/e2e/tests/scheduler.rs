@@ -41,9 +41,20 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 /// ALTER SYSTEM SET pg_trickle.enabled, then a configuration reload.
 fn set_scheduler_enabled(client: &mut Client, on: bool) {
-    let value = if on { "on" } else { "off" };
+    set_system(
+        client,
+        if on {
+            "pg_trickle.enabled = on"
+        } else {
+            "pg_trickle.enabled = off"
+        },
+    );
+}
+
+/// `ALTER SYSTEM SET <setting>`, then a reload.
+fn set_system(client: &mut Client, setting: &str) {
     client
-        .batch_execute(&format!("ALTER SYSTEM SET pg_trickle.enabled = {value}"))
+        .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
         .unwrap();
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
 }
@@ -336,6 +347,27 @@ fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
         pending_rows(&mut client) == 0
     });
     assert_eq!(difference(&mut client, "id", "s", "SELECT id FROM t"), 0);
+
+    // A manual refresh wakes the scheduler when it commits: with ticks a
+    // minute apart, its changes are still swept at once.
+    set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
+    // The worker reloads on the signal, then sleeps for the new interval.
+    std::thread::sleep(Duration::from_secs(2));
+    client
+        .batch_execute(
+            "INSERT INTO t SELECT generate_series(151, 160);
+             SELECT pgtrickle.refresh_stream_table('s');",
+        )
+        .unwrap();
+    wait_until(
+        "the sweep the refresh woke",
+        Duration::from_secs(10),
+        || pending_rows(&mut client) == 0,
+    );
+    client
+        .batch_execute("ALTER SYSTEM RESET pg_trickle.scheduler_interval_ms")
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
 
     // While a pg_restore session is connected the scheduler pauses, so the
     // refresh cleans up before it returns.
