@@ -9,6 +9,14 @@
 //! buffer's own columns (`change_id`, `xid`, `action`, `captured_at`) get the
 //! values their defaults would give.
 //!
+//! An UPDATE becomes one row, action `U`, with the new values in the
+//! source's column names and the old ones in the `old_column` names: half
+//! the rows to write, and to read at refresh. PostgreSQL appends each
+//! updated row's old and new images to the two transition tables together,
+//! so the n-th rows of both belong together. A buffer without the old
+//! columns (made by an older version, before `migrate()`) gets a `D` row
+//! and an `I` row instead.
+//!
 //! Writing a buffer here checks no privilege, so EXECUTE on the function is
 //! revoked from PUBLIC (only the extension attaches it), and it writes only
 //! into the buffer named after the table the trigger fires on. The buffer's
@@ -48,7 +56,11 @@ enum Fill {
     Xid,
     Action,
     CapturedAt,
+    /// The source column at this index, from the row (the new row of an
+    /// update).
     Source(usize),
+    /// The source column at this index, from the old row of an update.
+    Old(usize),
     Null,
 }
 
@@ -67,6 +79,10 @@ unsafe fn attribute(desc: pg_sys::TupleDesc, i: usize) -> *const pg_sys::FormDat
 
 /// How each buffer column is filled from a source row.
 unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) -> Vec<Fill> {
+    let live_source: Vec<(usize, String)> = (0..(*source_desc).natts as usize)
+        .filter(|&s| !(*attribute(source_desc, s)).attisdropped)
+        .map(|s| (s, name_of(attribute(source_desc, s))))
+        .collect();
     let mut out = Vec::with_capacity((*buffer_desc).natts as usize);
     for b in 0..(*buffer_desc).natts as usize {
         let battr = attribute(buffer_desc, b);
@@ -81,12 +97,20 @@ unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) 
             "action" => Fill::Action,
             "captured_at" => Fill::CapturedAt,
             _ => {
-                let found = (0..(*source_desc).natts as usize).find(|&s| {
-                    let sattr = attribute(source_desc, s);
-                    !(*sattr).attisdropped && name_of(sattr) == name
-                });
-                match found {
-                    Some(s) => {
+                let same = live_source.iter().find(|(_, n)| *n == name);
+                let old = || {
+                    live_source
+                        .iter()
+                        .find(|(_, n)| pgtrickle_core::buffer::old_column(n) == name)
+                };
+                match same
+                    .map(|(s, _)| Fill::Source(*s))
+                    .or_else(|| old().map(|(s, _)| Fill::Old(*s)))
+                {
+                    Some(fill) => {
+                        let (Fill::Source(s) | Fill::Old(s)) = fill else {
+                            unreachable!()
+                        };
                         let sattr = attribute(source_desc, s);
                         if (*sattr).atttypid != (*battr).atttypid
                             || (*sattr).atttypmod != (*battr).atttypmod
@@ -96,7 +120,7 @@ unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) 
                                  run SELECT * FROM pgtrickle.migrate()"
                             );
                         }
-                        Fill::Source(s)
+                        fill
                     }
                     None => Fill::Null,
                 }
@@ -105,6 +129,11 @@ unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) 
         out.push(fill);
     }
     out
+}
+
+/// Whether every column of the source has a buffer column for its old value.
+fn captures_old_values(fills: &[Fill], source_live: usize) -> bool {
+    fills.iter().filter(|f| matches!(f, Fill::Old(_))).count() == source_live
 }
 
 unsafe fn capture(td: &pg_sys::TriggerData) {
@@ -136,56 +165,164 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
     let sequence = pg_sys::get_relname_relid(sequence_name.as_ptr(), namespace);
 
     let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
-    let tables: &[(*mut pg_sys::Tuplestorestate, u8)] = match op {
-        pg_sys::TRIGGER_EVENT_INSERT => &[(td.tg_newtable, b'I')],
-        pg_sys::TRIGGER_EVENT_DELETE => &[(td.tg_oldtable, b'D')],
-        pg_sys::TRIGGER_EVENT_UPDATE => &[(td.tg_oldtable, b'D'), (td.tg_newtable, b'I')],
-        _ => return,
-    };
+    if ![
+        pg_sys::TRIGGER_EVENT_INSERT,
+        pg_sys::TRIGGER_EVENT_DELETE,
+        pg_sys::TRIGGER_EVENT_UPDATE,
+    ]
+    .contains(&op)
+    {
+        return;
+    }
 
     let buffer = pg_sys::table_open(buffer_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-    let buffer_desc = (*buffer).rd_att;
-    let source_desc = (*source).rd_att;
-    let fills = fills(buffer_desc, source_desc);
-    let source_natts = (*source_desc).natts;
-    let xid = pg_sys::GetTopFullTransactionId().value;
-    let now = pg_sys::GetCurrentTimestamp();
-    let natts = (*buffer_desc).natts as usize;
-    let mut values = vec![pg_sys::Datum::from(0usize); natts];
-    let mut nulls = vec![true; natts];
-
-    for &(store, action) in tables {
-        if store.is_null() {
-            continue;
+    let mut writer = Writer::new(buffer, source, sequence);
+    match op {
+        pg_sys::TRIGGER_EVENT_INSERT => writer.write_all(td.tg_newtable, b'I'),
+        pg_sys::TRIGGER_EVENT_DELETE => writer.write_all(td.tg_oldtable, b'D'),
+        _ => {
+            let paired = captures_old_values(&writer.fills, writer.source_live)
+                && !td.tg_oldtable.is_null()
+                && !td.tg_newtable.is_null()
+                && pg_sys::tuplestore_tuple_count(td.tg_oldtable)
+                    == pg_sys::tuplestore_tuple_count(td.tg_newtable);
+            if paired {
+                writer.write_pairs(td.tg_oldtable, td.tg_newtable);
+            } else {
+                writer.write_all(td.tg_oldtable, b'D');
+                writer.write_all(td.tg_newtable, b'I');
+            }
         }
-        let slot = pg_sys::MakeSingleTupleTableSlot(source_desc, &pg_sys::TTSOpsMinimalTuple);
+    }
+    writer.finish();
+    pg_sys::table_close(buffer, pg_sys::NoLock as pg_sys::LOCKMODE);
+}
+
+/// Writes buffer rows for one trigger call.
+struct Writer {
+    buffer: pg_sys::Relation,
+    source_desc: pg_sys::TupleDesc,
+    source_live: usize,
+    sequence: pg_sys::Oid,
+    fills: Vec<Fill>,
+    xid: u64,
+    now: pg_sys::TimestampTz,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    slots: [*mut pg_sys::TupleTableSlot; 2],
+}
+
+impl Writer {
+    unsafe fn new(
+        buffer: pg_sys::Relation,
+        source: pg_sys::Relation,
+        sequence: pg_sys::Oid,
+    ) -> Writer {
+        let buffer_desc = (*buffer).rd_att;
+        let source_desc = (*source).rd_att;
+        let natts = (*buffer_desc).natts as usize;
+        let source_live = (0..(*source_desc).natts as usize)
+            .filter(|&s| !(*attribute(source_desc, s)).attisdropped)
+            .count();
+        Writer {
+            buffer,
+            source_desc,
+            source_live,
+            sequence,
+            fills: fills(buffer_desc, source_desc),
+            xid: pg_sys::GetTopFullTransactionId().value,
+            now: pg_sys::GetCurrentTimestamp(),
+            values: vec![pg_sys::Datum::from(0usize); natts],
+            nulls: vec![true; natts],
+            slots: [
+                pg_sys::MakeSingleTupleTableSlot(source_desc, &pg_sys::TTSOpsMinimalTuple),
+                pg_sys::MakeSingleTupleTableSlot(source_desc, &pg_sys::TTSOpsMinimalTuple),
+            ],
+        }
+    }
+
+    /// A read pointer at the start of `store`.
+    unsafe fn rewind(store: *mut pg_sys::Tuplestorestate) -> i32 {
         let reader = pg_sys::tuplestore_alloc_read_pointer(store, 0);
         pg_sys::tuplestore_select_read_pointer(store, reader);
         pg_sys::tuplestore_rescan(store);
-        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-            if ((*slot).tts_nvalid as i32) < source_natts {
-                pg_sys::slot_getsomeattrs_int(slot, source_natts);
-            }
-            for (i, fill) in fills.iter().enumerate() {
-                let (value, null) = match *fill {
-                    Fill::ChangeId => (next_change_id(sequence), false),
-                    Fill::Xid => (pg_sys::Datum::from(xid), false),
-                    Fill::Action => (pg_sys::Datum::from(action as usize), false),
-                    Fill::CapturedAt => (pg_sys::Datum::from(now), false),
-                    Fill::Source(s) => (*(*slot).tts_values.add(s), *(*slot).tts_isnull.add(s)),
-                    Fill::Null => (pg_sys::Datum::from(0usize), true),
-                };
-                values[i] = value;
-                nulls[i] = null;
-            }
-            let tuple =
-                pg_sys::heap_form_tuple(buffer_desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            pg_sys::simple_heap_insert(buffer, tuple);
-            pg_sys::heap_freetuple(tuple);
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        reader
     }
-    pg_sys::table_close(buffer, pg_sys::NoLock as pg_sys::LOCKMODE);
+
+    /// The next row of `store` (read through `reader`) into slot `k`.
+    unsafe fn next(&mut self, store: *mut pg_sys::Tuplestorestate, reader: i32, k: usize) -> bool {
+        pg_sys::tuplestore_select_read_pointer(store, reader);
+        let slot = self.slots[k];
+        if !pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+            return false;
+        }
+        let natts = (*self.source_desc).natts;
+        if ((*slot).tts_nvalid as i32) < natts {
+            pg_sys::slot_getsomeattrs_int(slot, natts);
+        }
+        true
+    }
+
+    /// One row per row of `store`, with `action`.
+    unsafe fn write_all(&mut self, store: *mut pg_sys::Tuplestorestate, action: u8) {
+        if store.is_null() {
+            return;
+        }
+        let reader = Self::rewind(store);
+        while self.next(store, reader, 0) {
+            self.write(action, self.slots[0], None);
+        }
+    }
+
+    /// One `U` row per updated row: the n-th old row with the n-th new one.
+    unsafe fn write_pairs(
+        &mut self,
+        old: *mut pg_sys::Tuplestorestate,
+        new: *mut pg_sys::Tuplestorestate,
+    ) {
+        let old_reader = Self::rewind(old);
+        let new_reader = Self::rewind(new);
+        while self.next(old, old_reader, 1) && self.next(new, new_reader, 0) {
+            self.write(b'U', self.slots[0], Some(self.slots[1]));
+        }
+    }
+
+    unsafe fn write(
+        &mut self,
+        action: u8,
+        row: *mut pg_sys::TupleTableSlot,
+        old: Option<*mut pg_sys::TupleTableSlot>,
+    ) {
+        for i in 0..self.fills.len() {
+            let (value, null) = match self.fills[i] {
+                Fill::ChangeId => (next_change_id(self.sequence), false),
+                Fill::Xid => (pg_sys::Datum::from(self.xid), false),
+                Fill::Action => (pg_sys::Datum::from(action as usize), false),
+                Fill::CapturedAt => (pg_sys::Datum::from(self.now), false),
+                Fill::Source(s) => (*(*row).tts_values.add(s), *(*row).tts_isnull.add(s)),
+                Fill::Old(s) => match old {
+                    Some(old) => (*(*old).tts_values.add(s), *(*old).tts_isnull.add(s)),
+                    None => (pg_sys::Datum::from(0usize), true),
+                },
+                Fill::Null => (pg_sys::Datum::from(0usize), true),
+            };
+            self.values[i] = value;
+            self.nulls[i] = null;
+        }
+        let tuple = pg_sys::heap_form_tuple(
+            (*self.buffer).rd_att,
+            self.values.as_mut_ptr(),
+            self.nulls.as_mut_ptr(),
+        );
+        pg_sys::simple_heap_insert(self.buffer, tuple);
+        pg_sys::heap_freetuple(tuple);
+    }
+
+    unsafe fn finish(self) {
+        for slot in self.slots {
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+        }
+    }
 }
 
 /// `nextval` of the buffer's sequence, as its owner: the writer of the

@@ -1,19 +1,21 @@
 //! Trigger-based change capture.
 //!
 //! One change buffer per source table, shared by every stream table that
-//! reads it: `<change_buffer_schema>.changes_<oid>` holds one row image per
-//! inserted or deleted row (an UPDATE is a delete of the old image and an
-//! insert of the new), stamped with the writing transaction's `xid8`, and a
-//! marker row for TRUNCATE. Statement-level AFTER triggers with transition
-//! tables fill it: `capture` copies a statement's rows straight into the
-//! buffer, linear in the rows written, with no join between old and new
-//! images; TRUNCATE writes its marker through a small PL/pgSQL function.
+//! reads it: `<change_buffer_schema>.changes_<oid>` holds a row per inserted
+//! (`I`), deleted (`D`) or updated (`U`) row, stamped with the writing
+//! transaction's `xid8`, and a marker row for TRUNCATE. An insert or delete
+//! fills the source's column names; an update fills them with the new
+//! values and the `old_column` names with the old ones. Statement-level
+//! AFTER triggers with transition tables fill it: `capture` copies a
+//! statement's rows straight into the buffer, linear in the rows written;
+//! TRUNCATE writes its marker through a small PL/pgSQL function.
 
 mod capture;
 
 use crate::config;
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
+use pgtrickle_core::buffer::old_column;
 use pgtrickle_core::quote::{ident, literal, qualified};
 use std::ffi::CString;
 
@@ -65,6 +67,33 @@ impl CdcObjects {
         table_oid(&self.schema, &self.buffer)
     }
 
+    /// Whether the buffer has a column for the old value of every column
+    /// of `source`, so that updates may be captured as `U` rows (buffers
+    /// made by older versions lack them until `migrate()`).
+    pub fn holds_old_values(&self, source: Oid) -> bool {
+        let Some(relid) = self.relid() else {
+            return false;
+        };
+        // SAFETY: both relations are only read here, under AccessShareLock
+        // that the refresh holds until commit anyway.
+        let names = |relid: Oid| -> Vec<String> {
+            let rel = unsafe {
+                pgrx::PgRelation::with_lock(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+            };
+            let names: Vec<String> = rel
+                .tuple_desc()
+                .iter()
+                .filter(|a| !a.is_dropped())
+                .map(|a| a.name().to_string())
+                .collect();
+            names
+        };
+        let buffer = names(relid);
+        names(source)
+            .iter()
+            .all(|n| buffer.contains(&old_column(n)))
+    }
+
     pub fn buffer_name(&self) -> String {
         qualified(&self.schema, &self.buffer)
     }
@@ -93,7 +122,7 @@ fn source_name(source: Oid) -> String {
     .expect("source table exists")
 }
 
-/// (quoted name, type) of the live columns of a table.
+/// (name, type) of the live columns of a table.
 fn columns(source: Oid) -> Vec<(String, String)> {
     spi::query(&format!(
         "SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
@@ -103,11 +132,36 @@ fn columns(source: Oid) -> Vec<(String, String)> {
     .into_iter()
     .map(|r| {
         (
-            ident(r[0].as_deref().unwrap_or("")),
+            r[0].clone().unwrap_or_default(),
             r[1].clone().unwrap_or_default(),
         )
     })
     .collect()
+}
+
+/// Adds the columns for old values of updated rows that the buffer lacks
+/// (buffers made before updates were captured as one row); returns whether
+/// it added any.
+fn ensure_old_columns(source: Oid, objects: &CdcObjects) -> bool {
+    let buffer = objects.buffer_name();
+    let missing: Vec<String> = columns(source)
+        .iter()
+        .filter(|(n, _)| !buffer_has_column(&buffer, &old_column(n)))
+        .map(|(n, t)| format!("ADD COLUMN {} {t}", ident(&old_column(n))))
+        .collect();
+    if !missing.is_empty() {
+        spi::execute(&format!("ALTER TABLE {buffer} {}", missing.join(", ")));
+    }
+    !missing.is_empty()
+}
+
+fn buffer_has_column(buffer: &str, name: &str) -> bool {
+    spi::query_value(&format!(
+        "SELECT 1::text FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
+        literal(buffer),
+        literal(name)
+    ))
+    .is_some()
 }
 
 /// Creates the buffer and triggers of `source` if they do not exist, and
@@ -159,7 +213,7 @@ fn create_capture(source: Oid) -> CdcObjects {
     }
     let defs: Vec<String> = columns(source)
         .iter()
-        .map(|(n, t)| format!(", {n} {t}"))
+        .map(|(n, t)| format!(", {} {t}, {} {t}", ident(n), ident(&old_column(n))))
         .collect();
     spi::execute(&format!(
         "CREATE TABLE {buffer} (
@@ -381,6 +435,15 @@ pub fn migrate_all() -> Vec<(String, String)> {
                     objects
                 }
             };
+            if ensure_old_columns(source, &objects) {
+                report.push((
+                    format!(
+                        "columns for old values of updated rows in {}",
+                        objects.buffer_name()
+                    ),
+                    "created".to_string(),
+                ));
+            }
             if ensure_truncate_index(&objects) {
                 report.push((
                     format!("index of TRUNCATE markers in {}", objects.buffer_name()),
@@ -489,34 +552,38 @@ pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) 
         return;
     };
     let buffer = objects.buffer_name();
-    let has = |name: &str| {
-        spi::query_value(&format!(
-            "SELECT 1::text FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
-            literal(&buffer),
-            literal(name)
-        ))
-        .is_some()
-    };
+    let has = |name: &str| buffer_has_column(&buffer, name);
     let renamed_to = |name: &str| {
         changes.iter().find_map(|c| match c {
             ColumnChange::Renamed { from, to } if from == name => Some(to.clone()),
             _ => None,
         })
     };
+    // Each source column has two buffer columns: its value, and its old
+    // value in updates.
+    let pair = |name: &str| [name.to_string(), old_column(name)];
     for change in changes {
         match change {
-            ColumnChange::Added { name, type_sql } if !has(name) => {
-                spi::execute(&format!(
-                    "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
-                    ident(name)
-                ));
+            ColumnChange::Added { name, type_sql } => {
+                for column in pair(name) {
+                    if !has(&column) {
+                        spi::execute(&format!(
+                            "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
+                            ident(&column)
+                        ));
+                    }
+                }
             }
-            ColumnChange::Renamed { from, to } if has(from) && !has(to) => {
-                spi::execute(&format!(
-                    "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
-                    ident(from),
-                    ident(to)
-                ));
+            ColumnChange::Renamed { from, to } => {
+                for (from, to) in pair(from).into_iter().zip(pair(to)) {
+                    if has(&from) && !has(&to) {
+                        spi::execute(&format!(
+                            "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
+                            ident(&from),
+                            ident(&to)
+                        ));
+                    }
+                }
             }
             _ => {}
         }
@@ -524,11 +591,13 @@ pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) 
     for change in changes {
         if let ColumnChange::Retyped { name, to, .. } = change {
             let name = renamed_to(name).unwrap_or_else(|| name.clone());
-            if has(&name) {
-                spi::execute(&format!(
-                    "ALTER TABLE {buffer} ALTER COLUMN {col} TYPE {to} USING NULL",
-                    col = ident(&name)
-                ));
+            for column in pair(&name) {
+                if has(&column) {
+                    spi::execute(&format!(
+                        "ALTER TABLE {buffer} ALTER COLUMN {col} TYPE {to} USING NULL",
+                        col = ident(&column)
+                    ));
+                }
             }
         }
     }

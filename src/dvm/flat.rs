@@ -12,6 +12,7 @@ use super::analyze::{parse_select, Block, Instance, Relation};
 use crate::error::PgtResult;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
+use pgtrickle_core::buffer::old_column;
 use pgtrickle_core::quote::{ident, qualified};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -22,8 +23,14 @@ pub enum Variant {
     /// The table's current contents, weight +1.
     Full,
     /// Rows of the change buffer matching `window` (a predicate over the
-    /// buffer's `xid` and `action`), weight +1 for inserts, -1 for deletes.
-    Delta { buffer: String, window: String },
+    /// buffer's `xid` and `change_id`), weight +1 for inserts, -1 for
+    /// deletes; an update (`U` row, only in a buffer that `holds_old_values`)
+    /// is both: its old values at -1 and its new values at +1.
+    Delta {
+        buffer: String,
+        window: String,
+        holds_old_values: bool,
+    },
 }
 
 /// Attribute layout of a table: names by attnum, `None` for dropped ones.
@@ -75,11 +82,12 @@ fn variant_columns(shape: &TableShape) -> Vec<String> {
     names
 }
 
-/// The identity of a table row: a hash of all its column values.
-pub fn row_identity(shape: &TableShape, alias: &str) -> String {
+/// The identity of a table row: a hash of the values `column` gives for
+/// each live column.
+fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
     let parts: Vec<String> = shape
         .live_columns()
-        .map(|c| format!("{alias}.{}::text", ident(c)))
+        .map(|c| format!("{}::text", column(c)))
         .collect();
     format!(
         "pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[])",
@@ -87,30 +95,175 @@ pub fn row_identity(shape: &TableShape, alias: &str) -> String {
     )
 }
 
-fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String {
+/// The table's columns in attribute order, each read by `column` (dropped
+/// ones as typed NULLs).
+fn select_list(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
     let cols: Vec<String> = shape
         .attributes
         .iter()
         .enumerate()
         .map(|(i, a)| match a {
-            Some(name) => format!("r.{}", ident(name)),
+            Some(name) => format!("{} AS {}", column(name), ident(name)),
             None => format!("NULL::integer AS __pgt_dropped_{}", i + 1),
         })
         .collect();
-    let rid = row_identity(shape, "r");
+    cols.join(", ")
+}
+
+/// The identities of the rows a change window deleted: deleted rows, and
+/// the old values of updated ones.
+pub fn deleted_identities(
+    shape: &TableShape,
+    buffer: &str,
+    window: &str,
+    holds_old_values: bool,
+) -> String {
+    let deletes = format!(
+        "SELECT {} FROM {buffer} r WHERE r.action = 'D' AND {window}",
+        identity_of(shape, |c| format!("r.{}", ident(c)))
+    );
+    if !holds_old_values {
+        return deletes;
+    }
+    format!(
+        "{deletes} UNION ALL SELECT {} FROM {buffer} r WHERE r.action = 'U' AND {window}",
+        identity_of(shape, |c| format!("r.{}", ident(&old_column(c))))
+    )
+}
+
+fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String {
+    let new = |c: &str| format!("r.{}", ident(c));
     match variant {
         Variant::Full => format!(
-            "SELECT {}, {rid} AS __pgt_rid, 1::bigint AS __pgt_w FROM {}{} r",
-            cols.join(", "),
+            "SELECT {}, {} AS __pgt_rid, 1::bigint AS __pgt_w FROM {}{} r",
+            select_list(shape, new),
+            identity_of(shape, new),
             if rel.inh { "" } else { "ONLY " },
             shape.qualified_name
         ),
-        Variant::Delta { buffer, window } => format!(
-            "SELECT {}, {rid} AS __pgt_rid, (CASE WHEN r.action = 'I' THEN 1 ELSE -1 END)::bigint AS __pgt_w \
+        Variant::Delta {
+            buffer,
+            window,
+            holds_old_values: false,
+        } => format!(
+            "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'I' THEN 1 ELSE -1 END)::bigint AS __pgt_w \
              FROM {buffer} r WHERE r.action IN ('I', 'D') AND {window}",
-            cols.join(", ")
+            select_list(shape, new),
+            identity_of(shape, new),
         ),
+        Variant::Delta {
+            buffer,
+            window,
+            holds_old_values: true,
+        } => {
+            let old = |c: &str| format!("r.{}", ident(&old_column(c)));
+            format!(
+                "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w \
+                 FROM {buffer} r WHERE r.action IN ('I', 'D', 'U') AND {window} \
+                 UNION ALL \
+                 SELECT {}, {} AS __pgt_rid, -1::bigint AS __pgt_w \
+                 FROM {buffer} r WHERE r.action = 'U' AND {window}",
+                select_list(shape, new),
+                identity_of(shape, new),
+                select_list(shape, old),
+                identity_of(shape, old),
+            )
+        }
     }
+}
+
+/// The change window of a table for a paired core: like the delta variant,
+/// but an update that keeps every `structural` column is one row, its new
+/// values in the usual columns at +1 and its old ones in `__pgt_o_<attno>`
+/// columns at weight `__pgt_wo` = -1. Other rows have `__pgt_wo` = 0 (and
+/// old values only if they are updates that moved, which then weigh
+/// nothing); such updates come as a row per image, as in the delta variant.
+fn paired_variant_sql(
+    shape: &TableShape,
+    buffer: &str,
+    window: &str,
+    structural: &[Structural],
+) -> String {
+    let new = |c: &str| format!("r.{}", ident(c));
+    let old = |c: &str| format!("r.{}", ident(&old_column(c)));
+    let same = if structural.is_empty() {
+        "true".to_string()
+    } else {
+        structural
+            .iter()
+            .map(|s| {
+                if s.equality_is_identity {
+                    format!("{} IS NOT DISTINCT FROM {}", new(&s.name), old(&s.name))
+                } else {
+                    // by text, so that equal yet distinguishable values
+                    // (1.0 and 1.00, -0 and 0) count as changed
+                    format!(
+                        "{}::text IS NOT DISTINCT FROM {}::text",
+                        new(&s.name),
+                        old(&s.name)
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let old_list: String = shape
+        .attributes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match a {
+            Some(name) => format!("{} AS __pgt_o_{}", old(name), i + 1),
+            None => format!("NULL::integer AS __pgt_o_{}", i + 1),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
+                {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo \
+         FROM {buffer} r WHERE r.action IN ('I', 'D', 'U') AND {window} \
+         UNION ALL \
+         SELECT {}, {} AS __pgt_rid, -1::bigint AS __pgt_w, {old_list}, 0::bigint AS __pgt_wo \
+         FROM {buffer} r WHERE r.action = 'U' AND NOT ({same}) AND {window}",
+        select_list(shape, new),
+        identity_of(shape, new),
+        select_list(shape, old),
+        identity_of(shape, old),
+    )
+}
+
+/// A column a paired core joins, filters or groups on.
+struct Structural {
+    name: String,
+    /// Equal values of its type are identical (its default btree operator
+    /// class says so), so `IS NOT DISTINCT FROM` tells whether it changed.
+    equality_is_identity: bool,
+}
+
+/// Whether equality of `typid` under `collation` implies identical values:
+/// the "equalimage" support function of its default btree operator class,
+/// which btree deduplication relies on too.
+unsafe fn equality_is_identity(typid: Oid, collation: Oid) -> bool {
+    const BTEQUALIMAGE_PROC: i16 = 4; // nbtree.h
+    let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
+    if opclass == Oid::INVALID {
+        return false;
+    }
+    let family = pg_sys::get_opclass_family(opclass);
+    let input = pg_sys::get_opclass_input_type(opclass);
+    let proc = pg_sys::get_opfamily_proc(family, input, input, BTEQUALIMAGE_PROC);
+    if proc == Oid::INVALID {
+        return false;
+    }
+    pg_sys::OidFunctionCall1Coll(proc, collation, pg_sys::Datum::from(input)).value() != 0
+}
+
+/// Which table of a core is paired, and how.
+struct Pairing {
+    /// Index among the block's tables.
+    relation: usize,
+    rtindex: i32,
+    /// Core outputs from this index on are aggregate arguments.
+    group_outputs: usize,
 }
 
 /// Prints cores; caches table shapes across the cores of one refresh.
@@ -135,12 +288,93 @@ impl Printer {
         Ok(sql)
     }
 
+    /// A core of `block` whose one changed table (the only `Delta` of
+    /// `variants`, holding old values) reads its change window paired (see
+    /// `paired_variant_sql`), so that an update that keeps the columns the
+    /// block joins, filters and groups on is joined once: the rows it
+    /// produces differ only in the aggregate arguments (outputs from
+    /// `group_outputs` on). After the usual outputs come the old values of
+    /// those arguments (`o<k>` for output k) and their weight `__pgt_wo`.
+    /// `None` when the block is not a plain inner join of tables whose
+    /// columns it reads directly.
+    pub fn paired_core(
+        &mut self,
+        block: &Block,
+        variants: &[Variant],
+        group_outputs: usize,
+    ) -> PgtResult<Option<String>> {
+        let Some(pairing) = (unsafe { pairing(block, variants, group_outputs) }) else {
+            return Ok(None);
+        };
+        let mut next = variants.iter();
+        let sql = self.print_paired(block, &mut next, &pairing)?;
+        Ok(Some(sql))
+    }
+
     /// Like `core`, without the block's WHERE clause: the rows the join
     /// itself makes, for finding which rows a change touches (a WHERE such
     /// as `b.id IS NULL` would hide exactly the rows that changed).
     pub fn core_without_where(&mut self, block: &Block, variants: &[Variant]) -> PgtResult<String> {
         let mut next = variants.iter();
         self.print(block, &mut next, false)
+    }
+
+    fn print_paired(
+        &mut self,
+        block: &Block,
+        variants: &mut std::slice::Iter<'_, Variant>,
+        pairing: &Pairing,
+    ) -> PgtResult<String> {
+        let mut replacements = Vec::new();
+        for (i, instance) in block.instances.iter().enumerate() {
+            let Instance::Relation(rel) = instance else {
+                unreachable!("pairing needs a block of tables")
+            };
+            let variant = variants.next().expect("a variant per table");
+            let shape = self.shape(rel.relid).clone();
+            if i != pairing.relation {
+                replacements.push((
+                    rel.rtindex,
+                    variant_sql(rel, &shape, variant),
+                    variant_columns(&shape),
+                ));
+                continue;
+            }
+            let Variant::Delta { buffer, window, .. } = variant else {
+                unreachable!("the paired table is the changed one")
+            };
+            let attnos = unsafe { structural_columns(block, rel.rtindex, pairing.group_outputs) };
+            // SAFETY: read under the lock the refresh holds on the source.
+            let table = unsafe {
+                pgrx::PgRelation::with_lock(rel.relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
+            };
+            let desc = table.tuple_desc();
+            let structural: Vec<Structural> = attnos
+                .into_iter()
+                .filter_map(|attno| {
+                    let att = desc.get(attno - 1).filter(|a| !a.is_dropped())?;
+                    Some(Structural {
+                        name: att.name().to_string(),
+                        equality_is_identity: unsafe {
+                            equality_is_identity(att.atttypid, att.attcollation)
+                        },
+                    })
+                })
+                .collect();
+            let mut names = variant_columns(&shape);
+            names.extend((1..=shape.attributes.len()).map(|a| format!("__pgt_o_{a}")));
+            names.push("__pgt_wo".into());
+            replacements.push((
+                rel.rtindex,
+                paired_variant_sql(&shape, buffer, window, &structural),
+                names,
+            ));
+        }
+        let natts = self
+            .shape(block.relations()[pairing.relation].relid)
+            .attributes
+            .len();
+        unsafe { print_with_replacements(block, &replacements, true, Some((pairing, natts))) }
     }
 
     fn print(
@@ -190,8 +424,118 @@ impl Printer {
                 }
             }
         }
-        unsafe { print_with_replacements(block, &replacements, keep_where) }
+        unsafe { print_with_replacements(block, &replacements, keep_where, None) }
     }
+}
+
+/// The pairing of a core, if it can have one: a block of tables only,
+/// joined by inner joins, without sublinks, whose one changed table holds
+/// old values and whose columns are read as plain Vars (no whole-row or
+/// system columns, no join alias Vars standing for them).
+unsafe fn pairing(block: &Block, variants: &[Variant], group_outputs: usize) -> Option<Pairing> {
+    let query = block.query;
+    if (*query).hasSubLinks || block.instances.len() != variants.len() {
+        return None;
+    }
+    let mut changed = variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| matches!(v, Variant::Delta { .. }));
+    let (relation, variant) = changed.next()?;
+    if changed.next().is_some()
+        || !matches!(
+            variant,
+            Variant::Delta {
+                holds_old_values: true,
+                ..
+            }
+        )
+    {
+        return None;
+    }
+    let Instance::Relation(rel) = &block.instances[relation] else {
+        return None;
+    };
+    if block
+        .instances
+        .iter()
+        .any(|i| !matches!(i, Instance::Relation(_)))
+    {
+        return None;
+    }
+    let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
+    let mut ok = inner_joins_only((*query).jointree.cast());
+    for node in read_nodes(block, block.targets.len()) {
+        let vars = PgList::<pg_sys::Var>::from_pg(pg_sys::pull_var_clause(node, 0));
+        for var in vars.iter_ptr() {
+            let rte = rtable.get_ptr((*var).varno as usize - 1);
+            let plain_table =
+                rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION);
+            if (*var).varlevelsup != 0
+                || !plain_table
+                || ((*var).varno == rel.rtindex && (*var).varattno <= 0)
+            {
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Pairing {
+        relation,
+        rtindex: rel.rtindex,
+        group_outputs,
+    })
+}
+
+/// Whether every join in a join tree is an inner join.
+unsafe fn inner_joins_only(node: *mut pg_sys::Node) -> bool {
+    if node.is_null() {
+        return true;
+    }
+    match (*node).type_ {
+        pg_sys::NodeTag::T_FromExpr => {
+            PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FromExpr)).fromlist)
+                .iter_ptr()
+                .all(|n| inner_joins_only(n))
+        }
+        pg_sys::NodeTag::T_JoinExpr => {
+            let join = node as *mut pg_sys::JoinExpr;
+            (*join).jointype == pg_sys::JoinType::JOIN_INNER
+                && inner_joins_only((*join).larg)
+                && inner_joins_only((*join).rarg)
+        }
+        _ => true,
+    }
+}
+
+/// The nodes a block reads: its join tree (join conditions and WHERE) and
+/// its first `outputs` targets.
+unsafe fn read_nodes(block: &Block, outputs: usize) -> Vec<*mut pg_sys::Node> {
+    let mut nodes = vec![(*block.query).jointree as *mut pg_sys::Node];
+    nodes.extend(block.targets.iter().take(outputs).copied());
+    nodes
+}
+
+/// Attribute numbers of table `rtindex` that the block joins, filters or
+/// groups on: those its join tree or its first `group_outputs` targets read.
+unsafe fn structural_columns(block: &Block, rtindex: i32, group_outputs: usize) -> Vec<usize> {
+    let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+    for node in read_nodes(block, group_outputs) {
+        pg_sys::pull_varattnos(node, rtindex as pg_sys::Index, &mut attnos);
+    }
+    let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
+    let mut out = Vec::new();
+    let mut member = -1;
+    loop {
+        member = pg_sys::bms_next_member(attnos, member);
+        if member < 0 {
+            break;
+        }
+        let attno = member + offset;
+        if attno > 0 {
+            out.push(attno as usize);
+        }
+    }
+    out
 }
 
 fn c_string(s: &str) -> *mut std::ffi::c_char {
@@ -203,6 +547,7 @@ unsafe fn print_with_replacements(
     block: &Block,
     replacements: &[(i32, String, Vec<String>)],
     keep_where: bool,
+    paired: Option<(&Pairing, usize)>,
 ) -> PgtResult<String> {
     let query = pg_sys::copyObjectImpl(block.query.cast()) as *mut pg_sys::Query;
     if !keep_where {
@@ -235,7 +580,12 @@ unsafe fn print_with_replacements(
         if !(*rte).alias.is_null() {
             (*(*rte).alias).colnames = std::ptr::null_mut();
         }
-        extra_targets.push((*rtindex, names.len() as i16 - 1));
+        let rid_attno = names
+            .iter()
+            .position(|n| n == "__pgt_rid")
+            .expect("a row identity")
+            + 1;
+        extra_targets.push((*rtindex, rid_attno as i16));
     }
     let mut tlist = PgList::<pg_sys::TargetEntry>::new();
     let mut resno: i16 = 1;
@@ -263,6 +613,48 @@ unsafe fn print_with_replacements(
             ));
             resno += 1;
         }
+    }
+    if let Some((pairing, natts)) = paired {
+        // The old values of the aggregate arguments: the same expressions
+        // over the paired table's `__pgt_o_<attno>` columns, which follow
+        // its attributes, row identity and weight.
+        let map = pg_sys::make_attrmap(natts as i32);
+        for a in 0..natts {
+            *(*map).attnums.add(a) = (natts + 2 + a + 1) as pg_sys::AttrNumber;
+        }
+        for (i, expr) in block.targets.iter().enumerate().skip(pairing.group_outputs) {
+            let copy = pg_sys::copyObjectImpl((*expr).cast()) as *mut pg_sys::Node;
+            let mut whole_row = false;
+            let mapped = pg_sys::map_variable_attnos(
+                copy,
+                pairing.rtindex,
+                0,
+                map,
+                Oid::INVALID,
+                &mut whole_row,
+            );
+            tlist.push(pg_sys::makeTargetEntry(
+                mapped.cast(),
+                resno,
+                c_string(&format!("o{i}")),
+                false,
+            ));
+            resno += 1;
+        }
+        let wo = pg_sys::makeVar(
+            pairing.rtindex,
+            (2 * natts + 3) as i16,
+            pg_sys::INT8OID,
+            -1,
+            Oid::INVALID,
+            0,
+        );
+        tlist.push(pg_sys::makeTargetEntry(
+            wo.cast(),
+            resno,
+            c_string("__pgt_wo"),
+            false,
+        ));
     }
     (*query).targetList = tlist.into_pg();
     (*query).groupClause = std::ptr::null_mut();

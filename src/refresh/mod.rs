@@ -12,7 +12,7 @@ use crate::catalog::{self, HistoryEntry, StreamTable};
 use crate::config;
 use crate::dvm::analyze::{analyze, Analysis, Block};
 use crate::dvm::flat::{Printer, Variant};
-use crate::dvm::plan::{Plan, Shape};
+use crate::dvm::plan::{AggKind, Plan, Shape};
 use crate::dvm::sqlgen::{self, Core, Scratch, Statement, Tally};
 use crate::error::{ErrorKind, PgtError, PgtResult};
 use crate::spi::{self, PinnedSnapshot};
@@ -356,6 +356,7 @@ fn full_core(printer: &mut Printer, block: &Block, branch: usize) -> PgtResult<C
         relations: block.instances.len(),
         branch,
         sign: 1,
+        paired: false,
     })
 }
 
@@ -377,6 +378,21 @@ fn differential_statements(
     if let Shape::AnchoredRows { .. } = plan.shape {
         return anchored_statements(st, plan, &blocks[0], frontier, windows, &mut printer);
     }
+    // Grouped deltas whose aggregates are sums and counts may pair the old
+    // and new values of updates (not MIN/MAX: their candidates are netted
+    // per value).
+    let pairable_outputs = match &plan.shape {
+        Shape::Groups {
+            group_columns,
+            aggs,
+        } if !aggs
+            .iter()
+            .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max)) =>
+        {
+            Some(group_columns.len())
+        }
+        _ => None,
+    };
     let mut cores = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         let relations = block.relations();
@@ -399,16 +415,25 @@ fn differential_statements(
                     variants[i] = Variant::Delta {
                         buffer: w.buffer.clone(),
                         window: frontier.window(w.source, "r"),
+                        holds_old_values: w.holds_old_values,
                     };
                     picked += 1;
                 }
             }
             let sign = if picked % 2 == 1 { 1 } else { -1 };
+            let paired = match pairable_outputs {
+                Some(group_outputs) => printer.paired_core(block, &variants, group_outputs)?,
+                None => None,
+            };
             cores.push(Core {
-                sql: printer.core(block, &variants)?,
                 relations: block.instances.len(),
                 branch: b,
                 sign,
+                paired: paired.is_some(),
+                sql: match paired {
+                    Some(sql) => sql,
+                    None => printer.core(block, &variants)?,
+                },
             });
         }
     }
@@ -447,12 +472,14 @@ fn anchored_statements(
         variants[i] = Variant::Delta {
             buffer: w.buffer.clone(),
             window: frontier.window(w.source, "r"),
+            holds_old_values: w.holds_old_values,
         };
         let core = Core {
             sql: printer.core_without_where(block, &variants)?,
             relations: relations.len(),
             branch: 0,
             sign: 1,
+            paired: false,
         };
         inserted.push((core, i));
     }
@@ -466,11 +493,11 @@ fn anchored_statements(
             continue;
         }
         seen.push(rel.relid);
-        let identity = crate::dvm::flat::row_identity(printer.shape(rel.relid), "r");
-        deleted.push(format!(
-            "SELECT {identity} FROM {} r WHERE r.action = 'D' AND {}",
-            w.buffer,
-            frontier.window(w.source, "r")
+        deleted.push(crate::dvm::flat::deleted_identities(
+            printer.shape(rel.relid),
+            &w.buffer,
+            &frontier.window(w.source, "r"),
+            w.holds_old_values,
         ));
     }
     let full = full_core(printer, block, 0)?;
@@ -566,6 +593,7 @@ pub fn explain_delta_sql(
                 truncated: false,
                 estimated_rows: 0.0,
                 row_security: false,
+                holds_old_values: objects.holds_old_values(source),
             })
         })
         .collect();

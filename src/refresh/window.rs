@@ -9,8 +9,8 @@ pub struct SourceWindow {
     pub source: Oid,
     pub name: String,
     pub buffer: String,
-    /// Row images (inserts + deletes) in the window; when not `counted`, 1
-    /// if there is any.
+    /// Row images (inserts + deletes, an update counting as both) in the
+    /// window; when not `counted`, 1 if there is any.
     pub changes: i64,
     /// A TRUNCATE happened in the window.
     pub truncated: bool,
@@ -20,6 +20,8 @@ pub struct SourceWindow {
     /// Row-level security applies to the source: change buffers bypass it,
     /// so such sources are refreshed in full.
     pub row_security: bool,
+    /// The buffer has the columns of old values, so it may hold `U` rows.
+    pub holds_old_values: bool,
 }
 
 impl SourceWindow {
@@ -56,14 +58,16 @@ impl SourceWindow {
                 truncated: false,
                 estimated_rows,
                 row_security,
+                holds_old_values: false,
             };
         };
         let buffer = objects.buffer_name();
+        let holds_old_values = objects.holds_old_values(source);
         let row = spi::as_role(spi::superuser(), || {
             spi::query_at(
                 &if count {
                     format!(
-                        "SELECT count(*) FILTER (WHERE r.action <> 'T')::text, \
+                        "SELECT coalesce(sum(CASE r.action WHEN 'U' THEN 2 ELSE 1 END) FILTER (WHERE r.action <> 'T'), 0)::text, \
                                 coalesce(bool_or(r.action = 'T'), false)::text \
                          FROM {buffer} r WHERE {}",
                         frontier.window(source, "r")
@@ -92,6 +96,7 @@ impl SourceWindow {
             truncated: row.get(1).cloned().flatten().as_deref() == Some("true"),
             estimated_rows,
             row_security,
+            holds_old_values,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! row hashing and SQL quoting. The extension and the CLI both link it, and
 //! `cargo test -p pgtrickle-core` tests it without a database.
 
+pub mod buffer;
 pub mod dag;
 pub mod duration;
 pub mod dvm;

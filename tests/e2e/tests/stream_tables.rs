@@ -742,3 +742,102 @@ fn planner_hints_are_local_to_the_refresh_statements() {
         0
     );
 }
+
+/// Rows that differ between a stream table's columns and a query.
+fn mismatches(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {
+    count(
+        client,
+        &format!(
+            "SELECT count(*) FROM ((SELECT {cols} FROM {st} EXCEPT ALL SELECT * FROM ({query}) q) \
+             UNION ALL (SELECT * FROM ({query}) q EXCEPT ALL SELECT {cols} FROM {st})) d"
+        ),
+    )
+}
+
+#[test]
+fn an_update_is_one_buffer_row_and_pairs_in_grouped_deltas() {
+    let (_cluster, mut client) = cluster_with_extension();
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, region text, score numeric);
+             CREATE TABLE orders (id int PRIMARY KEY, cust int, amt numeric(10,2), qty int);
+             INSERT INTO customers SELECT g, 'r' || (g % 3), g % 4 FROM generate_series(1, 12) g;
+             INSERT INTO orders SELECT g, 1 + g % 12, g * 1.5, g FROM generate_series(1, 200) g;",
+        )
+        .unwrap();
+    let query =
+        "SELECT c.region, c.score, count(*) AS n, sum(o.amt) AS total, avg(o.qty) AS mean, \
+                 count(o.amt) AS priced FROM orders o JOIN customers c ON c.id = o.cust \
+                 WHERE o.qty % 10 <> 3 GROUP BY c.region, c.score";
+    let cols = "region, score, n, total, mean, priced";
+    client
+        .query_one(
+            "SELECT pgtrickle.create_stream_table('st', $1, NULL)",
+            &[&query],
+        )
+        .unwrap();
+    let actions = |client: &mut Client| -> String {
+        let buffer = format!(
+            "pgtrickle_changes.changes_{}",
+            count(client, "SELECT 'orders'::regclass::oid::bigint")
+        );
+        client
+            .query_one(
+                &format!(
+                    "SELECT string_agg(action || ':' || n, ',' ORDER BY action) \
+                     FROM (SELECT action::text, count(*) n FROM {buffer} GROUP BY 1) a"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .unwrap_or_default()
+    };
+
+    // An UPDATE is one buffer row with old and new values.
+    client
+        .batch_execute("UPDATE orders SET amt = amt + 1 WHERE id % 2 = 0")
+        .unwrap();
+    assert_eq!(actions(&mut client), "U:100");
+    // The grouped delta pairs them: one join for both images.
+    let delta: String = client
+        .query_one(
+            "SELECT string_agg(value, ' ') FROM pgtrickle.explain_st('st') WHERE property LIKE 'delta_sql%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(delta.contains("__pgt_wo"), "{delta}");
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(mismatches(&mut client, cols, "st", query), 0);
+
+    // Updates that keep the keys, that move rows between groups (join key,
+    // filter column), NULLs, all in one window, with inserts and deletes.
+    client
+        .batch_execute(
+            "UPDATE orders SET amt = NULL WHERE id % 7 = 0;
+             UPDATE orders SET cust = 1 + (cust + 4) % 12 WHERE id % 5 = 0;
+             UPDATE orders SET qty = qty + 1 WHERE id % 9 = 0;
+             UPDATE orders SET amt = amt * 2, qty = qty + 10 WHERE id % 11 = 0;
+             UPDATE customers SET region = 'moved' WHERE id = 3;
+             DELETE FROM orders WHERE id % 13 = 0;
+             INSERT INTO orders SELECT g, 1 + g % 12, g, g FROM generate_series(201, 230) g;
+             UPDATE orders SET id = id + 1000 WHERE id % 17 = 0;",
+        )
+        .unwrap();
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(mismatches(&mut client, cols, "st", query), 0);
+
+    // A rolled-back update leaves nothing to apply.
+    client
+        .batch_execute("BEGIN; UPDATE orders SET amt = 0; ROLLBACK;")
+        .unwrap();
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
+        .unwrap();
+    assert_eq!(mismatches(&mut client, cols, "st", query), 0);
+}

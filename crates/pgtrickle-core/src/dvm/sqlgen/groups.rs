@@ -135,18 +135,31 @@ pub(super) fn groups_apply(
 ) -> Vec<Statement> {
     let scalar = group_columns.is_empty();
     let ncore = group_columns.len() + aggs.iter().filter(|a| a.arg.is_some()).count();
+    // With a paired core, every branch also outputs old argument values and
+    // their weight (none, for unpaired cores).
+    let paired = cores.iter().any(|core| core.paired);
     let weighted = union_all(
         cores
             .iter()
             .map(|core| {
-                let cols: Vec<String> = (0..ncore).map(|i| format!("f.{}", c(i))).collect();
-                format!(
-                    "SELECT {}{}{} AS __pgt_w FROM ({}) f",
-                    cols.join(", "),
-                    if cols.is_empty() { "" } else { ", " },
-                    weight_expr(core, "f"),
-                    core.sql
-                )
+                let mut cols: Vec<String> = (0..ncore).map(|i| format!("f.{}", c(i))).collect();
+                cols.push(format!("{} AS __pgt_w", weight_expr(core, "f")));
+                if paired {
+                    for i in group_columns.len()..ncore {
+                        cols.push(if core.paired {
+                            format!("f.o{i}")
+                        } else {
+                            // a NULL of the argument's type
+                            format!("CASE WHEN false THEN f.{} END AS o{i}", c(i))
+                        });
+                    }
+                    cols.push(if core.paired {
+                        format!("f.__pgt_wo * ({}) AS __pgt_wo", core.sign)
+                    } else {
+                        "0::bigint AS __pgt_wo".to_string()
+                    });
+                }
+                format!("SELECT {} FROM ({}) f", cols.join(", "), core.sql)
             })
             .collect(),
     );
@@ -165,7 +178,13 @@ pub(super) fn groups_apply(
     for (expr, name) in group_exprs.iter().zip(&key_names) {
         select.push(format!("{expr} AS {name}"));
     }
-    select.push("sum(u.__pgt_w) AS __pgt_dc".to_string());
+    select.push(if paired {
+        "sum(u.__pgt_w + u.__pgt_wo) AS __pgt_dc".to_string()
+    } else {
+        "sum(u.__pgt_w) AS __pgt_dc".to_string()
+    });
+    // The old value of argument `i`, when cores are paired.
+    let old_arg = |i: usize| paired.then(|| format!("u.o{i}"));
     let mut extremum_ctes = Vec::new();
     let mut extremum_cols = Vec::new();
     let mut extremum_joins = Vec::new();
@@ -173,20 +192,43 @@ pub(super) fn groups_apply(
         let Some(a) = agg.arg.map(|i| format!("u.{}", c(i))) else {
             continue;
         };
+        let old = agg.arg.and_then(old_arg);
+        let nonnull = |v: &str, w: &str| format!("CASE WHEN {v} IS NOT NULL THEN {w} ELSE 0 END");
         select.push(format!(
-            "sum(CASE WHEN {a} IS NOT NULL THEN u.__pgt_w ELSE 0 END) AS {}",
+            "sum({}) AS {}",
+            match &old {
+                Some(o) => format!(
+                    "{} + {}",
+                    nonnull(&a, "u.__pgt_w"),
+                    nonnull(o, "u.__pgt_wo")
+                ),
+                None => nonnull(&a, "u.__pgt_w"),
+            },
             dnn(agg)
         ));
+        // The weighted sum of `value(argument)`, old values included.
+        let summed = |value: &dyn Fn(&str) -> String| {
+            let new = format!(
+                "sum({})",
+                weighted_value(&value(&a), "u.__pgt_w", agg.exact_negation)
+            );
+            match &old {
+                Some(o) => add_nullable(
+                    &new,
+                    &format!(
+                        "sum({})",
+                        weighted_value(&value(o), "u.__pgt_wo", agg.exact_negation)
+                    ),
+                ),
+                None => new,
+            }
+        };
         match &agg.kind {
             AggKind::CountStar | AggKind::Count => {}
-            AggKind::Sum => select.push(format!(
-                "sum({}) AS {}",
-                weighted_value(&a, agg.exact_negation),
-                dsum(agg)
-            )),
+            AggKind::Sum => select.push(format!("{} AS {}", summed(&|v| v.to_string()), dsum(agg))),
             AggKind::Avg { state_type } => select.push(format!(
-                "sum({}) AS {}",
-                weighted_value(&format!("{a}::{state_type}"), agg.exact_negation),
+                "{} AS {}",
+                summed(&|v| format!("{v}::{state_type}")),
                 dsum(agg)
             )),
             AggKind::Min | AggKind::Max => {
@@ -333,13 +375,12 @@ pub(super) fn groups_apply(
     out
 }
 
-/// `v` times the row's weight; by negation for deleted rows when that is
-/// exact.
-fn weighted_value(v: &str, exact_negation: bool) -> String {
+/// `v` times weight `w`; by negation for deleted rows when that is exact.
+fn weighted_value(v: &str, w: &str, exact_negation: bool) -> String {
     if exact_negation {
-        format!("CASE u.__pgt_w WHEN 1 THEN {v} WHEN -1 THEN -({v}) ELSE {v} * u.__pgt_w END")
+        format!("CASE {w} WHEN 1 THEN {v} WHEN -1 THEN -({v}) ELSE {v} * {w} END")
     } else {
-        format!("{v} * u.__pgt_w")
+        format!("{v} * {w}")
     }
 }
 

@@ -33,6 +33,11 @@ pub struct Core {
     pub relations: usize,
     pub branch: usize,
     pub sign: i64,
+    /// A grouped core whose one changed table pairs each update's old and
+    /// new values in one row: after its usual outputs come `o<k>`, the old
+    /// value of aggregate argument `c<k>`, and `__pgt_wo`, its weight (0 when
+    /// the row has no old values). Its other tables are full (weight 1).
+    pub paired: bool,
 }
 
 /// Whether a statement's row count goes to rows_inserted or rows_deleted.

@@ -15,6 +15,7 @@ fn core(sql: &str, relations: usize, sign: i64) -> Core {
         relations,
         branch: 0,
         sign,
+        paired: false,
     }
 }
 

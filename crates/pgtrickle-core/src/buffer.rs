@@ -1,0 +1,52 @@
+//! Names of change-buffer columns.
+//!
+//! A buffer has, for each column of its source, a column of the same name
+//! (the row image of an insert or delete, the new image of an update) and
+//! a column named by [`old_column`] (the old image of an update, when the
+//! update is captured as one row).
+
+/// PostgreSQL truncates identifiers to this many bytes (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+const OLD_PREFIX: &str = "__pgt_old_";
+
+/// The buffer column holding the old value of source column `name`:
+/// `__pgt_old_<name>`, or, where that would exceed PostgreSQL's identifier
+/// length, a prefix of the name and a hash of all of it (so that two long
+/// names sharing a prefix still get distinct columns).
+pub fn old_column(name: &str) -> String {
+    let plain = format!("{OLD_PREFIX}{name}");
+    if plain.len() <= MAX_IDENTIFIER_BYTES {
+        return plain;
+    }
+    let hash = format!("_{:016x}", crate::hash::hash_text(name) as u64);
+    let mut keep = MAX_IDENTIFIER_BYTES - OLD_PREFIX.len() - hash.len();
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{OLD_PREFIX}{}{hash}", &name[..keep])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_get_a_prefix() {
+        assert_eq!(old_column("amount"), "__pgt_old_amount");
+        assert_eq!(old_column("Mixed Case"), "__pgt_old_Mixed Case");
+    }
+
+    #[test]
+    fn long_names_fit_and_stay_distinct() {
+        let a = format!("{}_a", "x".repeat(60));
+        let b = format!("{}_b", "x".repeat(60));
+        assert!(old_column(&a).len() <= MAX_IDENTIFIER_BYTES);
+        assert_ne!(old_column(&a), old_column(&b));
+        assert_eq!(old_column(&a), old_column(&a));
+        // A name of multi-byte characters is cut at a character boundary.
+        let c = "é".repeat(31);
+        assert!(old_column(&c).len() <= MAX_IDENTIFIER_BYTES);
+        assert!(old_column(&c).starts_with("__pgt_old_é"));
+    }
+}
