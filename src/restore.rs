@@ -17,6 +17,7 @@ use crate::dvm::analyze::analyze;
 use crate::error::PgtResult;
 use crate::lifecycle::{probe_dependencies, record_dependencies};
 use crate::spi;
+use pgrx::pg_sys;
 use pgtrickle_core::quote::{ident, literal};
 
 /// Key of the advisory lock serialising repairs (class of refresh locks, 0).
@@ -52,6 +53,18 @@ pub(crate) fn restored() -> bool {
         == Some("true")
 }
 
+/// Storage tables whose stream table's name now names another table.
+fn renamed_storage() -> Vec<pg_sys::Oid> {
+    spi::query(
+        "SELECT s.pgt_relid::oid::bigint::text FROM pgtrickle.pgt_stream_tables s \
+          WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.pgt_schema, s.pgt_name))::oid <> s.pgt_relid",
+    )
+    .into_iter()
+    .filter_map(|r| r[0].as_deref().and_then(|v| v.parse::<u32>().ok()))
+    .map(pg_sys::Oid::from)
+    .collect()
+}
+
 /// Repairs the catalog after a restore, if it needs it. Cheap when it does
 /// not: one query over pgt_stream_tables.
 pub fn repair_if_restored() -> PgtResult<()> {
@@ -60,8 +73,16 @@ pub fn repair_if_restored() -> PgtResult<()> {
             return Ok(());
         }
         spi::execute(&format!("SELECT {REPAIR_LOCK}"));
+        // A promotion that renamed stream tables while `restored` ran looks
+        // like a restore to a backend whose caches predate it: the query's
+        // snapshot has the new catalog rows, the name lookup the old names.
+        // Locking the tables waits for the promotion to finish and brings
+        // in its cache invalidations.
+        for relid in renamed_storage() {
+            unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        }
         if !restored() {
-            return Ok(()); // another session repaired it meanwhile
+            return Ok(()); // a promotion, or another session repaired it meanwhile
         }
         pgrx::warning!(
             "pg_trickle: the catalog refers to tables of another database (restored from a dump?); \

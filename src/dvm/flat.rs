@@ -9,6 +9,7 @@
 //! tree is printed back to SQL with PostgreSQL's `pg_get_querydef`.
 
 use super::analyze::{parse_select, Block, Instance, Relation};
+use super::paired::{self, Pairing};
 use crate::error::PgtResult;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
@@ -61,13 +62,13 @@ impl TableShape {
         }
     }
 
-    fn live_columns(&self) -> impl Iterator<Item = &String> {
+    pub(super) fn live_columns(&self) -> impl Iterator<Item = &String> {
         self.attributes.iter().flatten()
     }
 }
 
 /// Column names of a table variant, in output order.
-fn variant_columns(shape: &TableShape) -> Vec<String> {
+pub(super) fn variant_columns(shape: &TableShape) -> Vec<String> {
     let mut names: Vec<String> = shape
         .attributes
         .iter()
@@ -84,7 +85,7 @@ fn variant_columns(shape: &TableShape) -> Vec<String> {
 
 /// The identity of a table row: a hash of the values `column` gives for
 /// each live column.
-fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
+pub(super) fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
     let parts: Vec<String> = shape
         .live_columns()
         .map(|c| format!("{}::text", column(c)))
@@ -97,7 +98,7 @@ fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
 
 /// The table's columns in attribute order, each read by `column` (dropped
 /// ones as typed NULLs).
-fn select_list(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
+pub(super) fn select_list(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
     let cols: Vec<String> = shape
         .attributes
         .iter()
@@ -131,7 +132,7 @@ pub fn deleted_identities(
     )
 }
 
-fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String {
+pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String {
     let new = |c: &str| format!("r.{}", ident(c));
     match variant {
         Variant::Full => format!(
@@ -172,100 +173,6 @@ fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String 
     }
 }
 
-/// The change window of a table for a paired core: like the delta variant,
-/// but an update that keeps every `structural` column is one row, its new
-/// values in the usual columns at +1 and its old ones in `__pgt_o_<attno>`
-/// columns at weight `__pgt_wo` = -1. Other rows have `__pgt_wo` = 0 (and
-/// old values only if they are updates that moved, which then weigh
-/// nothing); such updates come as a row per image, as in the delta variant.
-fn paired_variant_sql(
-    shape: &TableShape,
-    buffer: &str,
-    window: &str,
-    structural: &[Structural],
-) -> String {
-    let new = |c: &str| format!("r.{}", ident(c));
-    let old = |c: &str| format!("r.{}", ident(&old_column(c)));
-    let same = if structural.is_empty() {
-        "true".to_string()
-    } else {
-        structural
-            .iter()
-            .map(|s| {
-                if s.equality_is_identity {
-                    format!("{} IS NOT DISTINCT FROM {}", new(&s.name), old(&s.name))
-                } else {
-                    // by text, so that equal yet distinguishable values
-                    // (1.0 and 1.00, -0 and 0) count as changed
-                    format!(
-                        "{}::text IS NOT DISTINCT FROM {}::text",
-                        new(&s.name),
-                        old(&s.name)
-                    )
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    let old_list: String = shape
-        .attributes
-        .iter()
-        .enumerate()
-        .map(|(i, a)| match a {
-            Some(name) => format!("{} AS __pgt_o_{}", old(name), i + 1),
-            None => format!("NULL::integer AS __pgt_o_{}", i + 1),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
-                {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo \
-         FROM {buffer} r WHERE r.action IN ('I', 'D', 'U') AND {window} \
-         UNION ALL \
-         SELECT {}, {} AS __pgt_rid, -1::bigint AS __pgt_w, {old_list}, 0::bigint AS __pgt_wo \
-         FROM {buffer} r WHERE r.action = 'U' AND NOT ({same}) AND {window}",
-        select_list(shape, new),
-        identity_of(shape, new),
-        select_list(shape, old),
-        identity_of(shape, old),
-    )
-}
-
-/// A column a paired core joins, filters or groups on.
-struct Structural {
-    name: String,
-    /// Equal values of its type are identical (its default btree operator
-    /// class says so), so `IS NOT DISTINCT FROM` tells whether it changed.
-    equality_is_identity: bool,
-}
-
-/// Whether equality of `typid` under `collation` implies identical values:
-/// the "equalimage" support function of its default btree operator class,
-/// which btree deduplication relies on too.
-unsafe fn equality_is_identity(typid: Oid, collation: Oid) -> bool {
-    const BTEQUALIMAGE_PROC: i16 = 4; // nbtree.h
-    let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
-    if opclass == Oid::INVALID {
-        return false;
-    }
-    let family = pg_sys::get_opclass_family(opclass);
-    let input = pg_sys::get_opclass_input_type(opclass);
-    let proc = pg_sys::get_opfamily_proc(family, input, input, BTEQUALIMAGE_PROC);
-    if proc == Oid::INVALID {
-        return false;
-    }
-    pg_sys::OidFunctionCall1Coll(proc, collation, pg_sys::Datum::from(input)).value() != 0
-}
-
-/// Which table of a core is paired, and how.
-struct Pairing {
-    /// Index among the block's tables.
-    relation: usize,
-    rtindex: i32,
-    /// Core outputs from this index on are aggregate arguments.
-    group_outputs: usize,
-}
-
 /// Prints cores; caches table shapes across the cores of one refresh.
 #[derive(Default)]
 pub struct Printer {
@@ -303,7 +210,7 @@ impl Printer {
         variants: &[Variant],
         group_outputs: usize,
     ) -> PgtResult<Option<String>> {
-        let Some(pairing) = (unsafe { pairing(block, variants, group_outputs) }) else {
+        let Some(pairing) = (unsafe { paired::pairing(block, variants, group_outputs) }) else {
             return Ok(None);
         };
         let mut next = variants.iter();
@@ -343,30 +250,13 @@ impl Printer {
             let Variant::Delta { buffer, window, .. } = variant else {
                 unreachable!("the paired table is the changed one")
             };
-            let attnos = unsafe { structural_columns(block, rel.rtindex, pairing.group_outputs) };
-            // SAFETY: read under the lock the refresh holds on the source.
-            let table = unsafe {
-                pgrx::PgRelation::with_lock(rel.relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
-            };
-            let desc = table.tuple_desc();
-            let structural: Vec<Structural> = attnos
-                .into_iter()
-                .filter_map(|attno| {
-                    let att = desc.get(attno - 1).filter(|a| !a.is_dropped())?;
-                    Some(Structural {
-                        name: att.name().to_string(),
-                        equality_is_identity: unsafe {
-                            equality_is_identity(att.atttypid, att.attcollation)
-                        },
-                    })
-                })
-                .collect();
+            let structural = paired::structural(block, rel, pairing.group_outputs);
             let mut names = variant_columns(&shape);
             names.extend((1..=shape.attributes.len()).map(|a| format!("__pgt_o_{a}")));
             names.push("__pgt_wo".into());
             replacements.push((
                 rel.rtindex,
-                paired_variant_sql(&shape, buffer, window, &structural),
+                paired::variant_sql(&shape, buffer, window, &structural),
                 names,
             ));
         }
@@ -426,116 +316,6 @@ impl Printer {
         }
         unsafe { print_with_replacements(block, &replacements, keep_where, None) }
     }
-}
-
-/// The pairing of a core, if it can have one: a block of tables only,
-/// joined by inner joins, without sublinks, whose one changed table holds
-/// old values and whose columns are read as plain Vars (no whole-row or
-/// system columns, no join alias Vars standing for them).
-unsafe fn pairing(block: &Block, variants: &[Variant], group_outputs: usize) -> Option<Pairing> {
-    let query = block.query;
-    if (*query).hasSubLinks || block.instances.len() != variants.len() {
-        return None;
-    }
-    let mut changed = variants
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| matches!(v, Variant::Delta { .. }));
-    let (relation, variant) = changed.next()?;
-    if changed.next().is_some()
-        || !matches!(
-            variant,
-            Variant::Delta {
-                holds_old_values: true,
-                ..
-            }
-        )
-    {
-        return None;
-    }
-    let Instance::Relation(rel) = &block.instances[relation] else {
-        return None;
-    };
-    if block
-        .instances
-        .iter()
-        .any(|i| !matches!(i, Instance::Relation(_)))
-    {
-        return None;
-    }
-    let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
-    let mut ok = inner_joins_only((*query).jointree.cast());
-    for node in read_nodes(block, block.targets.len()) {
-        let vars = PgList::<pg_sys::Var>::from_pg(pg_sys::pull_var_clause(node, 0));
-        for var in vars.iter_ptr() {
-            let rte = rtable.get_ptr((*var).varno as usize - 1);
-            let plain_table =
-                rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION);
-            if (*var).varlevelsup != 0
-                || !plain_table
-                || ((*var).varno == rel.rtindex && (*var).varattno <= 0)
-            {
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(Pairing {
-        relation,
-        rtindex: rel.rtindex,
-        group_outputs,
-    })
-}
-
-/// Whether every join in a join tree is an inner join.
-unsafe fn inner_joins_only(node: *mut pg_sys::Node) -> bool {
-    if node.is_null() {
-        return true;
-    }
-    match (*node).type_ {
-        pg_sys::NodeTag::T_FromExpr => {
-            PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FromExpr)).fromlist)
-                .iter_ptr()
-                .all(|n| inner_joins_only(n))
-        }
-        pg_sys::NodeTag::T_JoinExpr => {
-            let join = node as *mut pg_sys::JoinExpr;
-            (*join).jointype == pg_sys::JoinType::JOIN_INNER
-                && inner_joins_only((*join).larg)
-                && inner_joins_only((*join).rarg)
-        }
-        _ => true,
-    }
-}
-
-/// The nodes a block reads: its join tree (join conditions and WHERE) and
-/// its first `outputs` targets.
-unsafe fn read_nodes(block: &Block, outputs: usize) -> Vec<*mut pg_sys::Node> {
-    let mut nodes = vec![(*block.query).jointree as *mut pg_sys::Node];
-    nodes.extend(block.targets.iter().take(outputs).copied());
-    nodes
-}
-
-/// Attribute numbers of table `rtindex` that the block joins, filters or
-/// groups on: those its join tree or its first `group_outputs` targets read.
-unsafe fn structural_columns(block: &Block, rtindex: i32, group_outputs: usize) -> Vec<usize> {
-    let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
-    for node in read_nodes(block, group_outputs) {
-        pg_sys::pull_varattnos(node, rtindex as pg_sys::Index, &mut attnos);
-    }
-    let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
-    let mut out = Vec::new();
-    let mut member = -1;
-    loop {
-        member = pg_sys::bms_next_member(attnos, member);
-        if member < 0 {
-            break;
-        }
-        let attno = member + offset;
-        if attno > 0 {
-            out.push(attno as usize);
-        }
-    }
-    out
 }
 
 fn c_string(s: &str) -> *mut std::ffi::c_char {

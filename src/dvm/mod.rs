@@ -6,6 +6,8 @@
 //!   cores, possibly grouped, possibly UNION ALL'ed);
 //! * `flat` — print a block's core with each source replaced by its full
 //!   contents or its change window (query-tree surgery + `pg_get_querydef`);
+//! * `paired` — when a grouped core may read an update as one row, joined
+//!   once for its old and new values;
 //! * `tree` — the analysed query kept in the catalog, printed again after
 //!   renames;
 //! * `pgtrickle_core::dvm` — pure: the storage layout and the refresh SQL
@@ -13,6 +15,7 @@
 
 pub mod analyze;
 pub mod flat;
+mod paired;
 pub mod tree;
 
 pub use pgtrickle_core::dvm::{plan, sqlgen};

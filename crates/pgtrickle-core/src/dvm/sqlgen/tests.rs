@@ -306,3 +306,37 @@ fn scalar_sums_never_delete_their_row_and_multiply_inexact_types() {
     assert!(sql.ends_with("(SELECT count(*) FROM ins)::text, 0::text"));
     assert!(sql.contains("sum(u.c0 * u.__pgt_w)"));
 }
+
+#[test]
+fn paired_cores_subtract_old_arguments_in_the_same_row() {
+    let mut paired = core("PAIRED", 2, 1);
+    paired.paired = true;
+    let stmts = differential_apply(
+        &sums_plan(vec![0], true),
+        "t",
+        &[paired, core("OTHER", 2, -1)],
+        &core("FULL", 2, 1),
+        "Q",
+        &Scratch::for_stream_table(3),
+    );
+    assert_eq!(stmts.len(), 1, "{stmts:?}");
+    let sql = &stmts[0].sql;
+    // The paired core passes its old arguments and their weight; an
+    // unpaired one has none (typed NULLs, weight 0).
+    assert!(
+        sql.contains("f.o1, f.__pgt_wo * (1) AS __pgt_wo FROM (PAIRED) f"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("CASE WHEN false THEN f.c1 END AS o1, 0::bigint AS __pgt_wo FROM (OTHER) f")
+    );
+    // An update that kept its group counts for nothing, and its old value
+    // is subtracted by negation.
+    assert!(sql.contains("sum(u.__pgt_w + u.__pgt_wo) AS __pgt_dc"));
+    assert!(sql.contains(
+        "CASE WHEN u.c1 IS NOT NULL THEN u.__pgt_w ELSE 0 END + CASE WHEN u.o1 IS NOT NULL THEN u.__pgt_wo ELSE 0 END"
+    ));
+    assert!(sql.contains(
+        "sum(CASE u.__pgt_wo WHEN 1 THEN u.o1 WHEN -1 THEN -(u.o1) ELSE u.o1 * u.__pgt_wo END)"
+    ));
+}
