@@ -72,15 +72,16 @@ pub fn repair_if_restored() -> PgtResult<()> {
         if !restored() {
             return Ok(());
         }
-        spi::execute(&format!("SELECT {REPAIR_LOCK}"));
         // A promotion that renamed stream tables while `restored` ran looks
         // like a restore to a backend whose caches predate it: the query's
         // snapshot has the new catalog rows, the name lookup the old names.
         // Locking the tables waits for the promotion to finish and brings
-        // in its cache invalidations.
+        // in its cache invalidations (before the repair lock, which a
+        // promotion may wait for while holding them).
         for relid in renamed_storage() {
             unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
         }
+        spi::execute(&format!("SELECT {REPAIR_LOCK}"));
         if !restored() {
             return Ok(()); // a promotion, or another session repaired it meanwhile
         }

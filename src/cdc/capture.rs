@@ -25,6 +25,7 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 #[pg_schema]
@@ -79,10 +80,17 @@ unsafe fn attribute(desc: pg_sys::TupleDesc, i: usize) -> *const pg_sys::FormDat
 
 /// How each buffer column is filled from a source row.
 unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) -> Vec<Fill> {
-    let live_source: Vec<(usize, String)> = (0..(*source_desc).natts as usize)
-        .filter(|&s| !(*attribute(source_desc, s)).attisdropped)
-        .map(|s| (s, name_of(attribute(source_desc, s))))
-        .collect();
+    // Buffer column name -> what fills it, for every live source column.
+    let mut by_name: HashMap<String, Fill> = HashMap::new();
+    for s in 0..(*source_desc).natts as usize {
+        let sattr = attribute(source_desc, s);
+        if (*sattr).attisdropped {
+            continue;
+        }
+        let name = name_of(sattr);
+        by_name.insert(pgtrickle_core::buffer::old_column(&name), Fill::Old(s));
+        by_name.insert(name, Fill::Source(s));
+    }
     let mut out = Vec::with_capacity((*buffer_desc).natts as usize);
     for b in 0..(*buffer_desc).natts as usize {
         let battr = attribute(buffer_desc, b);
@@ -96,35 +104,24 @@ unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) 
             "xid" => Fill::Xid,
             "action" => Fill::Action,
             "captured_at" => Fill::CapturedAt,
-            _ => {
-                let same = live_source.iter().find(|(_, n)| *n == name);
-                let old = || {
-                    live_source
-                        .iter()
-                        .find(|(_, n)| pgtrickle_core::buffer::old_column(n) == name)
-                };
-                match same
-                    .map(|(s, _)| Fill::Source(*s))
-                    .or_else(|| old().map(|(s, _)| Fill::Old(*s)))
-                {
-                    Some(fill) => {
-                        let (Fill::Source(s) | Fill::Old(s)) = fill else {
-                            unreachable!()
-                        };
-                        let sattr = attribute(source_desc, s);
-                        if (*sattr).atttypid != (*battr).atttypid
-                            || (*sattr).atttypmod != (*battr).atttypmod
-                        {
-                            pgrx::error!(
-                                "pg_trickle: change buffer column \"{name}\" no longer has the source column's type; \
-                                 run SELECT * FROM pgtrickle.migrate()"
-                            );
-                        }
-                        fill
+            _ => match by_name.get(&name) {
+                Some(&fill) => {
+                    let (Fill::Source(s) | Fill::Old(s)) = fill else {
+                        unreachable!("only source columns are mapped by name")
+                    };
+                    let sattr = attribute(source_desc, s);
+                    if (*sattr).atttypid != (*battr).atttypid
+                        || (*sattr).atttypmod != (*battr).atttypmod
+                    {
+                        pgrx::error!(
+                            "pg_trickle: change buffer column \"{name}\" no longer has the source column's type; \
+                             run SELECT * FROM pgtrickle.migrate()"
+                        );
                     }
-                    None => Fill::Null,
+                    fill
                 }
-            }
+                None => Fill::Null,
+            },
         };
         out.push(fill);
     }
@@ -243,7 +240,7 @@ impl Writer {
 
     /// A read pointer at the start of `store`.
     unsafe fn rewind(store: *mut pg_sys::Tuplestorestate) -> i32 {
-        let reader = pg_sys::tuplestore_alloc_read_pointer(store, 0);
+        let reader = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
         pg_sys::tuplestore_select_read_pointer(store, reader);
         pg_sys::tuplestore_rescan(store);
         reader

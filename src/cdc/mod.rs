@@ -149,10 +149,42 @@ fn ensure_old_columns(source: Oid, objects: &CdcObjects) -> bool {
         .filter(|(n, _)| !buffer_has_column(&buffer, &old_column(n)))
         .map(|(n, t)| format!("ADD COLUMN {} {t}", ident(&old_column(n))))
         .collect();
-    if !missing.is_empty() {
+    if !missing.is_empty()
+        && old_values_fit(source, buffer_attributes(&buffer) + missing.len() as i64)
+    {
         spi::execute(&format!("ALTER TABLE {buffer} {}", missing.join(", ")));
+        return true;
     }
-    !missing.is_empty()
+    false
+}
+
+/// Whether a buffer with `buffer_columns` attributes can hold the old value
+/// of every column of `source`: within PostgreSQL's 1,600 columns, and with
+/// a `U` row (both images) fitting a heap page once its variable-length
+/// values are moved out of line. Sources too wide for that keep capturing
+/// an update as a delete and an insert.
+fn old_values_fit(source: Oid, buffer_columns: i64) -> bool {
+    const MAX_COLUMNS: i64 = 1600; // MaxHeapAttributeNumber
+    const ROW_BYTES: i64 = 7800; // below MaxHeapTupleSize, for headers and alignment
+    let width = spi::query_value(&format!(
+        "SELECT coalesce(sum(CASE WHEN attlen > 0 THEN attlen ELSE 18 END), 0)::text \
+           FROM pg_catalog.pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped",
+        source.to_u32()
+    ))
+    .and_then(|w| w.parse::<i64>().ok())
+    .unwrap_or(i64::MAX / 4);
+    buffer_columns <= MAX_COLUMNS && 2 * width + 32 + buffer_columns / 8 <= ROW_BYTES
+}
+
+/// Attributes of a buffer, dropped ones included (they count against the
+/// column limit).
+fn buffer_attributes(buffer: &str) -> i64 {
+    spi::query_value(&format!(
+        "SELECT count(*)::text FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attnum > 0",
+        literal(buffer)
+    ))
+    .and_then(|n| n.parse().ok())
+    .unwrap_or(0)
 }
 
 fn buffer_has_column(buffer: &str, name: &str) -> bool {
@@ -211,9 +243,17 @@ fn create_capture(source: Oid) -> CdcObjects {
             "CREATE SCHEMA {schema}; REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"
         ));
     }
-    let defs: Vec<String> = columns(source)
+    let source_columns = columns(source);
+    let pairs = old_values_fit(source, 4 + 2 * source_columns.len() as i64);
+    let defs: Vec<String> = source_columns
         .iter()
-        .map(|(n, t)| format!(", {} {t}, {} {t}", ident(n), ident(&old_column(n))))
+        .map(|(n, t)| {
+            if pairs {
+                format!(", {} {t}, {} {t}", ident(n), ident(&old_column(n)))
+            } else {
+                format!(", {} {t}", ident(n))
+            }
+        })
         .collect();
     spi::execute(&format!(
         "CREATE TABLE {buffer} (
@@ -559,19 +599,38 @@ pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) 
             _ => None,
         })
     };
+    // Whether the buffer had old values for every column before the change.
+    let keeps_old_values = objects.holds_old_values(source)
+        || changes
+            .iter()
+            .any(|c| matches!(c, ColumnChange::Added { .. }))
+            && columns(source)
+                .iter()
+                .filter(|(n, _)| has(n))
+                .all(|(n, _)| has(&old_column(n)));
     // Each source column has two buffer columns: its value, and its old
     // value in updates.
     let pair = |name: &str| [name.to_string(), old_column(name)];
     for change in changes {
         match change {
             ColumnChange::Added { name, type_sql } => {
-                for column in pair(name) {
-                    if !has(&column) {
-                        spi::execute(&format!(
-                            "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
-                            ident(&column)
-                        ));
-                    }
+                if !has(name) {
+                    spi::execute(&format!(
+                        "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
+                        ident(name)
+                    ));
+                }
+                // Its old value too, if the buffer keeps old values (else
+                // updates go on being captured as a delete and an insert).
+                let old = old_column(name);
+                if !has(&old)
+                    && keeps_old_values
+                    && old_values_fit(source, buffer_attributes(&buffer) + 1)
+                {
+                    spi::execute(&format!(
+                        "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
+                        ident(&old)
+                    ));
                 }
             }
             ColumnChange::Renamed { from, to } => {

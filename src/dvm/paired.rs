@@ -14,7 +14,8 @@ use super::flat::{identity_of, select_list, TableShape, Variant};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use pgtrickle_core::buffer::old_column;
-use pgtrickle_core::quote::ident;
+use pgtrickle_core::quote::{ident, qualified};
+use std::ffi::CStr;
 
 /// The change window of a table for a paired core: like the delta variant,
 /// but an update that keeps every `structural` column is one row, its new
@@ -35,18 +36,19 @@ pub(super) fn variant_sql(
     } else {
         structural
             .iter()
-            .map(|s| {
-                if s.equality_is_identity {
+            .map(|s| match &s.unchanged {
+                Unchanged::Equal => {
                     format!("{} IS NOT DISTINCT FROM {}", new(&s.name), old(&s.name))
-                } else {
-                    // by text, so that equal yet distinguishable values
-                    // (1.0 and 1.00, -0 and 0) count as changed
-                    format!(
-                        "{}::text IS NOT DISTINCT FROM {}::text",
-                        new(&s.name),
-                        old(&s.name)
-                    )
                 }
+                // by binary form, so that equal yet distinguishable values
+                // (1.0 and 1.00, -0 and 0) count as changed, whatever the
+                // session's output settings (extra_float_digits)
+                Unchanged::SameBinary(send) => format!(
+                    "{send}({}) IS NOT DISTINCT FROM {send}({})",
+                    new(&s.name),
+                    old(&s.name)
+                ),
+                Unchanged::Unknown => "false".to_string(),
             })
             .collect::<Vec<_>>()
             .join(" AND ")
@@ -78,14 +80,45 @@ pub(super) fn variant_sql(
 /// A column a paired core joins, filters or groups on.
 pub(super) struct Structural {
     name: String,
+    unchanged: Unchanged,
+}
+
+/// How to tell that an update kept a column's value.
+enum Unchanged {
     /// Equal values of its type are identical (its default btree operator
-    /// class says so), so `IS NOT DISTINCT FROM` tells whether it changed.
-    equality_is_identity: bool,
+    /// class says so, as btree deduplication relies on).
+    Equal,
+    /// Its binary output function (qualified name) gives the same bytes.
+    SameBinary(String),
+    /// Neither: every update counts as changing it.
+    Unknown,
+}
+
+impl Unchanged {
+    unsafe fn for_type(typid: Oid, collation: Oid) -> Unchanged {
+        if equality_is_identity(typid, collation) {
+            return Unchanged::Equal;
+        }
+        let mut send = Oid::INVALID;
+        let mut varlena = false;
+        pg_sys::getTypeBinaryOutputInfo(typid, &mut send, &mut varlena);
+        if send == Oid::INVALID {
+            return Unchanged::Unknown;
+        }
+        let namespace = pg_sys::get_namespace_name(pg_sys::get_func_namespace(send));
+        let name = pg_sys::get_func_name(send);
+        if namespace.is_null() || name.is_null() {
+            return Unchanged::Unknown;
+        }
+        Unchanged::SameBinary(qualified(
+            &CStr::from_ptr(namespace).to_string_lossy(),
+            &CStr::from_ptr(name).to_string_lossy(),
+        ))
+    }
 }
 
 /// Whether equality of `typid` under `collation` implies identical values:
-/// the "equalimage" support function of its default btree operator class,
-/// which btree deduplication relies on too.
+/// the "equalimage" support function of its default btree operator class.
 unsafe fn equality_is_identity(typid: Oid, collation: Oid) -> bool {
     const BTEQUALIMAGE_PROC: i16 = 4; // nbtree.h
     let opclass = pg_sys::GetDefaultOpClass(typid, pg_sys::BTREE_AM_OID);
@@ -125,9 +158,7 @@ pub(super) fn structural(block: &Block, rel: &Relation, group_outputs: usize) ->
             let att = desc.get(attno - 1).filter(|a| !a.is_dropped())?;
             Some(Structural {
                 name: att.name().to_string(),
-                equality_is_identity: unsafe {
-                    equality_is_identity(att.atttypid, att.attcollation)
-                },
+                unchanged: unsafe { Unchanged::for_type(att.atttypid, att.attcollation) },
             })
         })
         .collect()

@@ -213,10 +213,14 @@ pub(super) fn groups_apply(
                 weighted_value(&value(&a), "u.__pgt_w", agg.exact_negation)
             );
             match &old {
+                // Rows without old values to subtract (weight 0) may still
+                // carry some (updates read as two rows): never evaluated,
+                // since `Infinity * 0` is NaN and an infinite interval times
+                // 0 an error.
                 Some(o) => add_nullable(
                     &new,
                     &format!(
-                        "sum({})",
+                        "sum(CASE WHEN u.__pgt_wo = 0 THEN NULL ELSE {} END)",
                         weighted_value(&value(o), "u.__pgt_wo", agg.exact_negation)
                     ),
                 ),

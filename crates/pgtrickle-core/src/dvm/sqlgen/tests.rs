@@ -337,6 +337,6 @@ fn paired_cores_subtract_old_arguments_in_the_same_row() {
         "CASE WHEN u.c1 IS NOT NULL THEN u.__pgt_w ELSE 0 END + CASE WHEN u.o1 IS NOT NULL THEN u.__pgt_wo ELSE 0 END"
     ));
     assert!(sql.contains(
-        "sum(CASE u.__pgt_wo WHEN 1 THEN u.o1 WHEN -1 THEN -(u.o1) ELSE u.o1 * u.__pgt_wo END)"
+        "sum(CASE WHEN u.__pgt_wo = 0 THEN NULL ELSE CASE u.__pgt_wo WHEN 1 THEN u.o1 WHEN -1 THEN -(u.o1) ELSE u.o1 * u.__pgt_wo END END)"
     ));
 }
