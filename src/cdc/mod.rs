@@ -88,7 +88,7 @@ impl CdcObjects {
                 .collect();
             names
         };
-        let buffer = names(relid);
+        let buffer: std::collections::HashSet<String> = names(relid).into_iter().collect();
         names(source)
             .iter()
             .all(|n| buffer.contains(&old_column(n)))
@@ -599,15 +599,12 @@ pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) 
             _ => None,
         })
     };
-    // Whether the buffer had old values for every column before the change.
-    let keeps_old_values = objects.holds_old_values(source)
-        || changes
-            .iter()
-            .any(|c| matches!(c, ColumnChange::Added { .. }))
-            && columns(source)
-                .iter()
-                .filter(|(n, _)| has(n))
-                .all(|(n, _)| has(&old_column(n)));
+    // Whether the buffer keeps old values: every source column it has also
+    // has its old-value column.
+    let keeps_old_values = columns(source)
+        .iter()
+        .filter(|(n, _)| has(n))
+        .all(|(n, _)| has(&old_column(n)));
     // Each source column has two buffer columns: its value, and its old
     // value in updates.
     let pair = |name: &str| [name.to_string(), old_column(name)];

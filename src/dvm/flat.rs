@@ -62,7 +62,7 @@ impl TableShape {
         }
     }
 
-    pub(super) fn live_columns(&self) -> impl Iterator<Item = &String> {
+    fn live_columns(&self) -> impl Iterator<Item = &String> {
         self.attributes.iter().flatten()
     }
 }
@@ -197,7 +197,7 @@ impl Printer {
 
     /// A core of `block` whose one changed table (the only `Delta` of
     /// `variants`, holding old values) reads its change window paired (see
-    /// `paired_variant_sql`), so that an update that keeps the columns the
+    /// `paired::variant_sql`), so that an update that keeps the columns the
     /// block joins, filters and groups on is joined once: the rows it
     /// produces differ only in the aggregate arguments (outputs from
     /// `group_outputs` on). After the usual outputs come the old values of

@@ -5,26 +5,19 @@
 //! a column named by [`old_column`] (the old image of an update, when the
 //! update is captured as one row).
 
-/// PostgreSQL truncates identifiers to this many bytes (NAMEDATALEN - 1).
-const MAX_IDENTIFIER_BYTES: usize = 63;
-
 const OLD_PREFIX: &str = "__pgt_old_";
 
 /// The buffer column holding the old value of source column `name`:
 /// `__pgt_old_<name>`, or, where that would exceed PostgreSQL's identifier
-/// length, a prefix of the name and a hash of all of it (so that two long
+/// length, a prefix of it and a hash of the whole name (so that two long
 /// names sharing a prefix still get distinct columns).
 pub fn old_column(name: &str) -> String {
     let plain = format!("{OLD_PREFIX}{name}");
-    if plain.len() <= MAX_IDENTIFIER_BYTES {
+    if plain.len() <= 63 {
         return plain;
     }
     let hash = format!("_{:016x}", crate::hash::hash_text(name) as u64);
-    let mut keep = MAX_IDENTIFIER_BYTES - OLD_PREFIX.len() - hash.len();
-    while !name.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{OLD_PREFIX}{}{hash}", &name[..keep])
+    crate::quote::suffixed(&plain, &hash)
 }
 
 #[cfg(test)]
@@ -41,12 +34,12 @@ mod tests {
     fn long_names_fit_and_stay_distinct() {
         let a = format!("{}_a", "x".repeat(60));
         let b = format!("{}_b", "x".repeat(60));
-        assert!(old_column(&a).len() <= MAX_IDENTIFIER_BYTES);
+        assert!(old_column(&a).len() <= 63);
         assert_ne!(old_column(&a), old_column(&b));
         assert_eq!(old_column(&a), old_column(&a));
         // A name of multi-byte characters is cut at a character boundary.
         let c = "é".repeat(31);
-        assert!(old_column(&c).len() <= MAX_IDENTIFIER_BYTES);
+        assert!(old_column(&c).len() <= 63);
         assert!(old_column(&c).starts_with("__pgt_old_é"));
     }
 }

@@ -37,3 +37,18 @@ pub fn db_error(err: &PgError) -> (String, String, Option<String>, Option<String
         db.hint().map(str::to_string),
     )
 }
+
+/// Rows that differ between a stream table's columns `cols` and a fresh
+/// evaluation of `query` (`EXCEPT ALL` both ways).
+pub fn difference(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {
+    client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM ((SELECT {cols} FROM {st} EXCEPT ALL SELECT * FROM ({query}) q) \
+                 UNION ALL (SELECT * FROM ({query}) q EXCEPT ALL SELECT {cols} FROM {st})) d"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}

@@ -1,7 +1,7 @@
 //! The background scheduler: schedules, dependency order, concurrent
 //! writers, crashes, errors and the enabled switch.
 
-use pgtrickle_e2e::{Client, Cluster};
+use pgtrickle_e2e::{difference, Client, Cluster};
 use postgres::fallible_iterator::FallibleIterator;
 use std::time::{Duration, Instant};
 
@@ -15,20 +15,6 @@ fn fast_cluster() -> (Cluster, Client) {
     let mut client = cluster.connect();
     client.batch_execute("CREATE EXTENSION pg_trickle").unwrap();
     (cluster, client)
-}
-
-/// Rows that differ between a stream table's columns and a query.
-fn difference(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {
-    client
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM ((SELECT {cols} FROM {st} EXCEPT ALL SELECT * FROM ({query}) q) \
-                 UNION ALL (SELECT * FROM ({query}) q EXCEPT ALL SELECT {cols} FROM {st})) d"
-            ),
-            &[],
-        )
-        .unwrap()
-        .get(0)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {

@@ -1,7 +1,7 @@
 //! The lifecycle API, its errors, change capture objects, AUTO, explain,
 //! monitoring and refreshes running as the owner.
 
-use pgtrickle_e2e::{cluster_with_extension, db_error, Client};
+use pgtrickle_e2e::{cluster_with_extension, db_error, difference, Client};
 
 fn setup(client: &mut Client) {
     client
@@ -743,17 +743,6 @@ fn planner_hints_are_local_to_the_refresh_statements() {
     );
 }
 
-/// Rows that differ between a stream table's columns and a query.
-fn mismatches(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {
-    count(
-        client,
-        &format!(
-            "SELECT count(*) FROM ((SELECT {cols} FROM {st} EXCEPT ALL SELECT * FROM ({query}) q) \
-             UNION ALL (SELECT * FROM ({query}) q EXCEPT ALL SELECT {cols} FROM {st})) d"
-        ),
-    )
-}
-
 #[test]
 fn an_update_is_one_buffer_row_and_pairs_in_grouped_deltas() {
     let (_cluster, mut client) = cluster_with_extension();
@@ -811,7 +800,7 @@ fn an_update_is_one_buffer_row_and_pairs_in_grouped_deltas() {
     client
         .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
         .unwrap();
-    assert_eq!(mismatches(&mut client, cols, "st", query), 0);
+    assert_eq!(difference(&mut client, cols, "st", query), 0);
 
     // Updates that keep the keys, that move rows between groups (join key,
     // filter column), NULLs, all in one window, with inserts and deletes.
@@ -830,7 +819,7 @@ fn an_update_is_one_buffer_row_and_pairs_in_grouped_deltas() {
     client
         .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
         .unwrap();
-    assert_eq!(mismatches(&mut client, cols, "st", query), 0);
+    assert_eq!(difference(&mut client, cols, "st", query), 0);
 
     // A rolled-back update leaves nothing to apply.
     client
@@ -839,7 +828,7 @@ fn an_update_is_one_buffer_row_and_pairs_in_grouped_deltas() {
     client
         .batch_execute("SELECT pgtrickle.refresh_stream_table('st')")
         .unwrap();
-    assert_eq!(mismatches(&mut client, cols, "st", query), 0);
+    assert_eq!(difference(&mut client, cols, "st", query), 0);
 }
 
 #[test]
@@ -876,7 +865,7 @@ fn paired_deltas_hold_for_infinities_float_output_and_wide_tables() {
         )
         .unwrap();
     for (name, query) in [("st_f", filtered), ("st_a", above_one)] {
-        assert_eq!(mismatches(&mut client, "g, s, n", name, query), 0, "{name}");
+        assert_eq!(difference(&mut client, "g, s, n", name, query), 0, "{name}");
     }
 
     // A source too wide for old values in its buffer keeps capturing an
@@ -904,7 +893,7 @@ fn paired_deltas_hold_for_infinities_float_output_and_wide_tables() {
              SELECT pgtrickle.refresh_stream_table('st_w');",
         )
         .unwrap();
-    assert_eq!(mismatches(&mut client, "g, s, n", "st_w", wide), 0);
+    assert_eq!(difference(&mut client, "g, s, n", "st_w", wide), 0);
     let buffer = format!(
         "pgtrickle_changes.changes_{}",
         count(&mut client, "SELECT 'wide'::regclass::oid::bigint")
