@@ -241,7 +241,13 @@ STRICT
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rollback_green_wrapper';
 
--- 6. Record the version reached.
+-- 6. Row ids no longer depend on the session's output settings, and group
+-- keys hash as GROUP BY groups them (src/dvm/value_form.rs): the row ids
+-- 0.1.0 stored are recomputed by one full refresh of each stream table.
+UPDATE pgtrickle.pgt_stream_tables SET needs_reinit = true
+ WHERE NOT EXISTS (SELECT FROM pgtrickle.pgt_schema_version WHERE version = '0.2.0');
+
+-- 7. Record the version reached.
 INSERT INTO pgtrickle.pgt_schema_version (version, description)
 VALUES ('0.2.0', 'Upgrade from 0.1.0: migrate(), DDL tracking of sources, blue-green')
 ON CONFLICT (version) DO NOTHING;

@@ -195,11 +195,14 @@ pub struct CreateRequest<'a> {
     pub initialize: bool,
 }
 
-/// A manual call still works with mismatched versions, but says so.
-fn warn_on_version_mismatch() {
-    if let Some(message) = catalog::version_mismatch() {
+/// A manual call still works with mismatched versions, but says so;
+/// returns whether they differ.
+fn warn_on_version_mismatch() -> bool {
+    let mismatch = catalog::version_mismatch();
+    if let Some(message) = &mismatch {
         pgrx::warning!("{message}");
     }
+    mismatch.is_some()
 }
 
 pub fn create(req: CreateRequest) -> PgtResult<()> {
@@ -499,12 +502,16 @@ pub fn alter(req: AlterRequest) -> PgtResult<()> {
 
 /// Manual refresh in the caller's transaction.
 pub fn refresh_now(name: &str) -> PgtResult<()> {
-    warn_on_version_mismatch();
+    let mismatch = warn_on_version_mismatch();
     crate::restore::repair_if_restored()?;
     let st = catalog::find(name)?;
     check_owner(&st)?;
     crate::bluegreen::check_not_retired(&st)?;
     refresh::lock(st.pgt_id, true);
-    let st = catalog::load(st.pgt_id).expect("locked stream table exists");
+    let mut st = catalog::load(st.pgt_id).expect("locked stream table exists");
+    // Another version's library may have stored other row ids (its upgrade
+    // script marks every stream table for reinitialization): only a full
+    // refresh is safe until it has run.
+    st.needs_reinit |= mismatch;
     refresh::refresh_locked(&st, Initiator::Manual)
 }

@@ -188,11 +188,16 @@ unsafe fn output_columns(q: *mut pg_sys::Query) -> PgtResult<Vec<Column>> {
             .with_hint("Give the columns distinct aliases."));
         }
         let expr = (*tle).expr as *mut pg_sys::Node;
+        let typid = pg_sys::exprType(expr);
         let type_sql = cstr(pg_sys::format_type_with_typemod(
-            pg_sys::exprType(expr),
+            typid,
             pg_sys::exprTypmod(expr),
         ));
-        columns.push(Column { name, type_sql });
+        columns.push(Column {
+            name,
+            type_sql,
+            key_form: super::value_form::key_form(typid),
+        });
     }
     if columns.is_empty() {
         return Err(PgtError::invalid("the defining query returns no columns"));

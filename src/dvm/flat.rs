@@ -10,10 +10,12 @@
 
 use super::analyze::{parse_select, Block, Instance, Relation};
 use super::paired::{self, Pairing};
+use super::value_form::identity_form;
 use crate::error::PgtResult;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use pgtrickle_core::buffer::old_column;
+use pgtrickle_core::dvm::plan::ValueForm;
 use pgtrickle_core::quote::{ident, qualified};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -39,6 +41,8 @@ pub enum Variant {
 pub struct TableShape {
     pub qualified_name: String,
     pub attributes: Vec<Option<String>>,
+    /// How each live attribute, in order, enters a row's identity.
+    identity_forms: Vec<ValueForm>,
 }
 
 impl TableShape {
@@ -51,19 +55,21 @@ impl TableShape {
             pgrx::PgRelation::with_lock(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE)
         };
         let qualified_name = qualified(rel.namespace(), rel.name());
-        let attributes = rel
-            .tuple_desc()
+        let tuple_desc = rel.tuple_desc();
+        let attributes = tuple_desc
             .iter()
             .map(|att| (!att.is_dropped()).then(|| att.name().to_string()))
+            .collect();
+        let identity_forms = tuple_desc
+            .iter()
+            .filter(|att| !att.is_dropped())
+            .map(|att| identity_form(att.type_oid().value()))
             .collect();
         TableShape {
             qualified_name,
             attributes,
+            identity_forms,
         }
-    }
-
-    fn live_columns(&self) -> impl Iterator<Item = &String> {
-        self.attributes.iter().flatten()
     }
 }
 
@@ -87,8 +93,11 @@ pub(super) fn variant_columns(shape: &TableShape) -> Vec<String> {
 /// each live column.
 pub(super) fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
     let parts: Vec<String> = shape
-        .live_columns()
-        .map(|c| format!("{}::text", column(c)))
+        .attributes
+        .iter()
+        .flatten()
+        .zip(&shape.identity_forms)
+        .map(|(c, form)| form.text_of(&column(c)))
         .collect();
     format!(
         "pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[])",

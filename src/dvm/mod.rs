@@ -10,6 +10,7 @@
 //!   once for its old and new values;
 //! * `tree` — the analysed query kept in the catalog, printed again after
 //!   renames;
+//! * `value_form` — how values of each type enter row identities;
 //! * `pgtrickle_core::dvm` — pure: the storage layout and the refresh SQL
 //!   built around the printed cores.
 
@@ -17,5 +18,6 @@ pub mod analyze;
 pub mod flat;
 mod paired;
 pub mod tree;
+mod value_form;
 
 pub use pgtrickle_core::dvm::{plan, sqlgen};

@@ -11,11 +11,11 @@
 
 use super::analyze::{Block, Instance, Relation};
 use super::flat::{identity_of, select_list, TableShape, Variant};
+use super::value_form::binary_output_function;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use pgtrickle_core::buffer::old_column;
-use pgtrickle_core::quote::{ident, qualified};
-use std::ffi::CStr;
+use pgtrickle_core::quote::ident;
 
 /// The change window of a table for a paired core: like the delta variant,
 /// but an update that keeps every `structural` column is one row, its new
@@ -99,21 +99,10 @@ impl Unchanged {
         if equality_is_identity(typid, collation) {
             return Unchanged::Equal;
         }
-        let mut send = Oid::INVALID;
-        let mut varlena = false;
-        pg_sys::getTypeBinaryOutputInfo(typid, &mut send, &mut varlena);
-        if send == Oid::INVALID {
-            return Unchanged::Unknown;
+        match binary_output_function(typid) {
+            Some(send) => Unchanged::SameBinary(send),
+            None => Unchanged::Unknown,
         }
-        let namespace = pg_sys::get_namespace_name(pg_sys::get_func_namespace(send));
-        let name = pg_sys::get_func_name(send);
-        if namespace.is_null() || name.is_null() {
-            return Unchanged::Unknown;
-        }
-        Unchanged::SameBinary(qualified(
-            &CStr::from_ptr(namespace).to_string_lossy(),
-            &CStr::from_ptr(name).to_string_lossy(),
-        ))
     }
 }
 

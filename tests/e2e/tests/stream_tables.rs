@@ -904,3 +904,128 @@ fn paired_deltas_hold_for_infinities_float_output_and_wide_tables() {
     );
     assert_eq!(updates, 0);
 }
+
+/// Rows of `st` and of `query` that differ in their text, in this session.
+fn text_difference(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {
+    count(
+        client,
+        &format!(
+            "SELECT count(*) FROM ((SELECT ROW({cols})::text FROM {st} EXCEPT ALL SELECT ROW(q.*)::text FROM ({query}) q) \
+             UNION ALL (SELECT ROW(q.*)::text FROM ({query}) q EXCEPT ALL SELECT ROW({cols})::text FROM {st})) d"
+        ),
+    )
+}
+
+#[test]
+fn row_ids_follow_neither_session_settings_nor_the_spelling_of_equal_values() {
+    let (_cluster, mut client) = cluster_with_extension();
+    client
+        .batch_execute(
+            "CREATE EXTENSION citext;
+             CREATE TABLE ev (id int PRIMARY KEY, at timestamptz, d date, iv interval, f float8,
+                              b bytea, n numeric, name citext, r tstzrange, v int);
+             INSERT INTO ev SELECT i, timestamptz '2026-01-01 00:00+00' + (i % 3) * interval '1 day',
+                                   date '2026-01-01' + i % 2, (i % 2) * interval '1 day 2 hours',
+                                   (i % 3) / 3.0, decode(lpad(to_hex(i % 4), 2, '0'), 'hex'),
+                                   (i % 3)::numeric(10, 1), 'Name' || i % 3,
+                                   tstzrange(timestamptz '2026-01-01 00:00+00', timestamptz '2026-01-02 00:00+00' + i % 2 * interval '1 day'),
+                                   i
+                              FROM generate_series(1, 30) i;",
+        )
+        .unwrap();
+    let rows = "SELECT id, at, d, iv, f, b, n, name, r, v FROM ev WHERE v % 5 <> 0";
+    let grouped: [(&str, &str, &str); 5] = [
+        (
+            "by_at",
+            "SELECT at, sum(v) AS s, count(*) AS c FROM ev GROUP BY at",
+            "at, s, c",
+        ),
+        (
+            "by_n",
+            "SELECT n, sum(v) AS s, count(*) AS c FROM ev GROUP BY n",
+            "n, s, c",
+        ),
+        (
+            "by_name",
+            "SELECT name, sum(v) AS s, count(*) AS c FROM ev GROUP BY name",
+            "name, s, c",
+        ),
+        (
+            "by_f_iv",
+            "SELECT f, iv, count(*) AS c FROM ev GROUP BY f, iv",
+            "f, iv, c",
+        ),
+        (
+            "by_d_r",
+            "SELECT d, r, max(v) AS m, count(*) AS c FROM ev GROUP BY d, r",
+            "d, r, m, c",
+        ),
+    ];
+    client
+        .query_one(
+            "SELECT pgtrickle.create_stream_table('rows_st', $1, NULL, 'DIFFERENTIAL')",
+            &[&rows],
+        )
+        .unwrap();
+    for (name, query, _) in grouped {
+        client
+            .query_one(
+                "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'DIFFERENTIAL')",
+                &[&name, &query],
+            )
+            .unwrap();
+    }
+    // Each round refreshes in a session whose output settings differ, after
+    // changes that write equal values differently (1.0 / 1.00, 'name1' /
+    // 'NAME1' in citext, -0 / 0).
+    let sessions = [
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1",
+        "SET TimeZone = 'Asia/Kolkata'; SET DateStyle = 'German'; SET IntervalStyle = 'sql_standard'; \
+         SET extra_float_digits = 0; SET bytea_output = 'escape'",
+        "SET TimeZone = 'America/New_York'; SET DateStyle = 'Postgres, DMY'; SET IntervalStyle = 'iso_8601'; \
+         SET extra_float_digits = 3",
+    ];
+    let changes = [
+        "UPDATE ev SET n = n::numeric(10, 2), v = v + 1 WHERE id % 4 = 0",
+        "UPDATE ev SET name = upper(name) WHERE id % 3 = 1;
+         INSERT INTO ev VALUES (101, '2026-01-02 00:00+00', '2026-01-02', '26 hours', -0.0::float8, '\\x01', 2.000, 'nAmE2',
+                                '[2026-01-01 00:00+00, 2026-01-02 00:00+00)', 7)
+             ON CONFLICT (id) DO UPDATE SET v = ev.v + 1, n = ev.n * 1.0",
+        "UPDATE ev SET f = -f, at = at + interval '1 day', v = v * 2 WHERE id % 5 = 2;
+         DELETE FROM ev WHERE id % 7 = 3;
+         UPDATE ev SET name = lower(name), n = n + 0.000 WHERE id % 2 = 1",
+    ];
+    for round in 0..6 {
+        client.batch_execute("RESET ALL").unwrap();
+        client.batch_execute(changes[round % 3]).unwrap();
+        client.batch_execute(sessions[round % 3]).unwrap();
+        client
+            .batch_execute("SELECT pgtrickle.refresh_stream_table('rows_st')")
+            .unwrap();
+        for (name, _, _) in grouped {
+            client
+                .query_one("SELECT pgtrickle.refresh_stream_table($1)", &[&name])
+                .unwrap();
+        }
+        // The rows as written, in this session's output.
+        assert_eq!(
+            text_difference(
+                &mut client,
+                "id, at, d, iv, f, b, n, name, r, v",
+                "rows_st",
+                rows
+            ),
+            0,
+            "rows_st, round {round}"
+        );
+        // Groups as GROUP BY forms them (the stored key may be another
+        // spelling of the group's value, as GROUP BY's may).
+        for (name, query, cols) in grouped {
+            assert_eq!(
+                difference(&mut client, cols, name, query),
+                0,
+                "{name}, round {round}"
+            );
+        }
+    }
+}

@@ -286,13 +286,30 @@ fn check_after_update(cluster: &Cluster, client: &mut Client) {
         .unwrap()
         .get(0);
     assert_eq!(unfinished, 0);
+    // The row ids 0.1.0 stored are recomputed once (the upgrade marks every
+    // stream table for reinitialization); refreshes are differential again
+    // afterwards.
+    refresh_all(client);
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('ranked')")
+        .unwrap();
+    let marked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE needs_reinit",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(marked, 0);
     change_sources(client, 3);
     refresh_all(client);
     assert_all_exact(client);
     let last_actions: Vec<String> = client
         .query(
-            "SELECT DISTINCT ON (pgt_id) action FROM pgtrickle.pgt_refresh_history WHERE initiated_by = 'MANUAL'
-              ORDER BY pgt_id, refresh_id DESC",
+            "SELECT DISTINCT ON (h.pgt_id) h.action FROM pgtrickle.pgt_refresh_history h
+               JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE h.initiated_by = 'MANUAL' AND s.pgt_name <> 'ranked'
+              ORDER BY h.pgt_id, h.refresh_id DESC",
             &[],
         )
         .unwrap()
@@ -351,9 +368,30 @@ fn stream_tables_made_on_the_previous_release_survive_the_upgrade() {
             .contains("run ALTER EXTENSION pg_trickle UPDATE"),
         "the scheduler warns about the version difference"
     );
+    // Meanwhile, manual refreshes ran in full: the stored row ids may be
+    // another version's.
+    let differential: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_history WHERE action = 'DIFFERENTIAL'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(differential, 0);
     client
         .batch_execute("ALTER EXTENSION pg_trickle UPDATE")
         .unwrap();
+    let marked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE NOT needs_reinit",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        marked, 0,
+        "the update marks every stream table for reinitialization"
+    );
     check_after_update(&cluster, &mut client);
 }
 

@@ -6,6 +6,38 @@ pub struct Column {
     pub name: String,
     /// `format_type` of the column, e.g. `numeric(10,2)`.
     pub type_sql: String,
+    /// How its value enters a group's row id when it is a group key.
+    pub key_form: ValueForm,
+}
+
+/// How a value enters a row-identity hash: as a text that must not depend
+/// on the session's settings (a refresh by the scheduler and one by a
+/// client with another `TimeZone` must find the same rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueForm {
+    /// Its text output, for types whose output no setting changes.
+    Text,
+    /// Hex of its binary output (`send` is the function's qualified name),
+    /// for types whose text output follows settings (`DateStyle`,
+    /// `TimeZone`, `IntervalStyle`, `extra_float_digits`, `bytea_output`,
+    /// `lc_monetary`).
+    Binary { send: String },
+    /// Its hash under the type's hash operator class (`function`, the
+    /// qualified extended hash function): equal values hash alike, as
+    /// `GROUP BY` groups them (`1.0` and `1.00`, `'a'` and `'A'` under a
+    /// case-insensitive collation).
+    Hash { function: String },
+}
+
+impl ValueForm {
+    /// SQL text of `expr` in this form (NULL stays NULL).
+    pub fn text_of(&self, expr: &str) -> String {
+        match self {
+            ValueForm::Text => format!("{expr}::text"),
+            ValueForm::Binary { send } => format!("pg_catalog.encode({send}({expr}), 'hex')"),
+            ValueForm::Hash { function } => format!("{function}({expr}, 0)::text"),
+        }
+    }
 }
 
 /// The aggregates DIFFERENTIAL maintains from their state.

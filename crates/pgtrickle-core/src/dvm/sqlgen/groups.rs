@@ -3,11 +3,18 @@
 
 use super::*;
 
-pub(super) fn group_hash(group_exprs: &[String]) -> String {
-    if group_exprs.is_empty() {
+/// The row id of a group: a hash of its keys `exprs` (the values of the
+/// visible columns `group_columns`), each in its column's key form.
+pub(super) fn group_hash(plan: &Plan, group_columns: &[usize], exprs: &[String]) -> String {
+    debug_assert_eq!(group_columns.len(), exprs.len());
+    if exprs.is_empty() {
         format!("{HASH}(ARRAY[]::text[])")
     } else {
-        let parts: Vec<String> = group_exprs.iter().map(|g| format!("{g}::text")).collect();
+        let parts: Vec<String> = group_columns
+            .iter()
+            .zip(exprs)
+            .map(|(&g, e)| plan.columns[g].key_form.text_of(e))
+            .collect();
         format!("{HASH}(ARRAY[{}])", parts.join(", "))
     }
 }
@@ -67,7 +74,7 @@ pub(super) fn groups_insert(
             AggKind::Max => format!("max({})", arg(agg)),
         });
     }
-    values.push(group_hash(&group_exprs));
+    values.push(group_hash(plan, group_columns, &group_exprs));
     values.push("count(*)".to_string());
     for agg in aggs {
         match &agg.kind {
@@ -96,7 +103,7 @@ pub(super) fn groups_insert(
         (Some(rows), false) => (
             format!(
                 " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
-                group_hash(&group_exprs)
+                group_hash(plan, group_columns, &group_exprs)
             ),
             format!(" GROUP BY {}", group_exprs.join(", ")),
         ),
@@ -174,7 +181,10 @@ pub(super) fn groups_apply(
     // Per-group deltas of every piece of state. Sums and counts are linear
     // in the weights; MIN/MAX candidates need the weights netted per value
     // first, since inclusion–exclusion terms add and cancel rows.
-    let mut select = vec![format!("{} AS {ROW_ID}", group_hash(&group_exprs))];
+    let mut select = vec![format!(
+        "{} AS {ROW_ID}",
+        group_hash(plan, group_columns, &group_exprs)
+    )];
     for (expr, name) in group_exprs.iter().zip(&key_names) {
         select.push(format!("{expr} AS {name}"));
     }
@@ -251,7 +261,7 @@ pub(super) fn groups_apply(
                     "{cte} AS (SELECT x.rid, {f}(x.v) FILTER (WHERE x.nw > 0) AS ins, {f}(x.v) FILTER (WHERE x.nw < 0) AS del \
                      FROM (SELECT {} AS rid, {a} AS v, sum(u.__pgt_w) AS nw FROM u GROUP BY {}) x \
                      WHERE x.v IS NOT NULL GROUP BY x.rid)",
-                    group_hash(&group_exprs),
+                    group_hash(plan, group_columns, &group_exprs),
                     by.join(", ")
                 ));
                 extremum_cols.push(format!(

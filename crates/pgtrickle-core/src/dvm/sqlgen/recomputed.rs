@@ -22,7 +22,7 @@ pub(super) fn recomputed_insert(
         .map(|rows| {
             format!(
                 " WHERE {} IN (SELECT {ROW_ID} FROM {rows})",
-                group_hash(&keys)
+                group_hash(plan, group_columns, &keys)
             )
         })
         .unwrap_or_default();
@@ -31,7 +31,7 @@ pub(super) fn recomputed_insert(
             "INSERT INTO {table} ({}, {ROW_ID}) SELECT {}, {} FROM ({defining_query}) q{filter}",
             cols.join(", "),
             q_cols.join(", "),
-            group_hash(&keys)
+            group_hash(plan, group_columns, &keys)
         ),
         Tally::Inserted,
     )
@@ -72,7 +72,7 @@ pub(super) fn recomputed_apply(
             format!(
                 "CREATE TEMP TABLE {} AS SELECT DISTINCT {} AS {ROW_ID} FROM ({touched}) u",
                 s.delta,
-                group_hash(&keys)
+                group_hash(plan, group_columns, &keys)
             ),
             Tally::Delta,
         ),

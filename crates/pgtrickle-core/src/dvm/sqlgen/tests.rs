@@ -1,11 +1,12 @@
 //! Unit tests of the generated refresh SQL.
 use super::*;
-use crate::dvm::plan::Column;
+use crate::dvm::plan::{Column, ValueForm};
 
 fn col(name: &str, ty: &str) -> Column {
     Column {
         name: name.into(),
         type_sql: ty.into(),
+        key_form: ValueForm::Text,
     }
 }
 
@@ -338,5 +339,53 @@ fn paired_cores_subtract_old_arguments_in_the_same_row() {
     ));
     assert!(sql.contains(
         "sum(CASE WHEN u.__pgt_wo = 0 THEN NULL ELSE CASE u.__pgt_wo WHEN 1 THEN u.o1 WHEN -1 THEN -(u.o1) ELSE u.o1 * u.__pgt_wo END END)"
+    ));
+}
+
+#[test]
+fn group_row_ids_hash_each_key_in_its_form() {
+    let mut plan = sums_plan(vec![0], true);
+    plan.columns.insert(
+        1,
+        Column {
+            name: "at".into(),
+            type_sql: "timestamp with time zone".into(),
+            key_form: ValueForm::Binary {
+                send: "pg_catalog.timestamptz_send".into(),
+            },
+        },
+    );
+    plan.columns[0].key_form = ValueForm::Hash {
+        function: "pg_catalog.hashtextextended".into(),
+    };
+    if let Shape::Groups {
+        group_columns,
+        aggs,
+    } = &mut plan.shape
+    {
+        group_columns.push(1);
+        aggs[0].column = 2;
+        aggs[0].arg = Some(2);
+    }
+    let stmts = full_insert(&plan, "t", &[core("CORE", 1, 1)], "Q");
+    assert!(
+        stmts[0].sql.contains(
+            "pgtrickle.pg_trickle_hash_multi(ARRAY[pg_catalog.hashtextextended(f.c0, 0)::text, \
+             pg_catalog.encode(pg_catalog.timestamptz_send(f.c1), 'hex')])"
+        ),
+        "{}",
+        stmts[0].sql
+    );
+    let apply = differential_apply(
+        &plan,
+        "t",
+        &[core("CORE", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(3),
+    );
+    assert!(apply[0].sql.contains(
+        "pgtrickle.pg_trickle_hash_multi(ARRAY[pg_catalog.hashtextextended(u.c0, 0)::text, \
+         pg_catalog.encode(pg_catalog.timestamptz_send(u.c1), 'hex')]) AS __pgt_row_id"
     ));
 }
