@@ -37,10 +37,33 @@ pub fn key_form(typid: Oid) -> ValueForm {
         let entry = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_HASH_EXTENDED_PROC as i32);
         (*entry).hash_extended_proc
     };
-    match unsafe { function_name(proc) } {
+    match unsafe {
+        callable_with(proc, typid)
+            .then(|| function_name(proc))
+            .flatten()
+    } {
         Some(function) => ValueForm::Hash { function },
         None => identity_form(typid),
     }
+}
+
+/// Whether SQL can call `proc` with a `typid` argument: a hash function may
+/// be declared for another type of the same representation (PostgreSQL 15
+/// hashes `boolean` with `hashcharextended("char")`).
+unsafe fn callable_with(proc: Oid, typid: Oid) -> bool {
+    if proc == Oid::INVALID {
+        return false;
+    }
+    let mut argtypes: *mut Oid = std::ptr::null_mut();
+    let mut nargs = 0;
+    pg_sys::get_func_signature(proc, &mut argtypes, &mut nargs);
+    nargs >= 1
+        && pg_sys::can_coerce_type(
+            1,
+            &typid,
+            argtypes,
+            pg_sys::CoercionContext::COERCION_IMPLICIT,
+        )
 }
 
 /// The qualified name of the binary output (send) function of `typid`.
