@@ -41,7 +41,8 @@ pub enum Variant {
 pub struct TableShape {
     pub qualified_name: String,
     pub attributes: Vec<Option<String>>,
-    /// How each live attribute, in order, enters a row's identity.
+    /// How each attribute enters a row's identity, by attnum like
+    /// `attributes`.
     identity_forms: Vec<ValueForm>,
 }
 
@@ -62,8 +63,14 @@ impl TableShape {
             .collect();
         let identity_forms = tuple_desc
             .iter()
-            .filter(|att| !att.is_dropped())
-            .map(|att| identity_form(att.type_oid().value()))
+            .map(|att| {
+                // a dropped attribute has no type; it is never hashed
+                if att.is_dropped() {
+                    ValueForm::Text
+                } else {
+                    identity_form(att.type_oid().value())
+                }
+            })
             .collect();
         TableShape {
             qualified_name,
@@ -95,9 +102,8 @@ pub(super) fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -
     let parts: Vec<String> = shape
         .attributes
         .iter()
-        .flatten()
         .zip(&shape.identity_forms)
-        .map(|(c, form)| form.text_of(&column(c)))
+        .filter_map(|(c, form)| Some(form.text_of(&column(c.as_deref()?))))
         .collect();
     format!(
         "pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[])",

@@ -37,11 +37,15 @@ pub fn key_form(typid: Oid) -> ValueForm {
         let entry = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_HASH_EXTENDED_PROC as i32);
         (*entry).hash_extended_proc
     };
-    match unsafe {
-        callable_with(proc, typid)
-            .then(|| function_name(proc))
-            .flatten()
-    } {
+    // SAFETY: catalog lookups by OID inside a transaction.
+    let function = unsafe {
+        if callable_with(proc, typid) {
+            function_name(proc)
+        } else {
+            None
+        }
+    };
+    match function {
         Some(function) => ValueForm::Hash { function },
         None => identity_form(typid),
     }
