@@ -38,7 +38,7 @@ pub fn restore_running() -> bool {
 
 /// True when the catalog no longer matches this database.
 pub(crate) fn restored() -> bool {
-    spi::query_value(
+    spi::query_value_kept(
         "SELECT EXISTS (
             SELECT FROM pgtrickle.pgt_stream_tables s
              -- a stream table's name now names another table (a missing

@@ -61,44 +61,198 @@ fn run(sql: &str, snapshot: Option<&PinnedSnapshot>, want_rows: bool) -> (u64, R
         if plan.is_null() {
             pgrx::error!("pg_trickle: could not prepare internal statement: {sql}");
         }
-        let snap = snapshot.map(|s| s.raw()).unwrap_or(std::ptr::null_mut());
-        let rc = pg_sys::SPI_execute_snapshot(
-            plan,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            snap,
-            std::ptr::null_mut(),
-            false,
-            true,
-            0,
-        );
-        if rc < 0 {
-            pgrx::error!("pg_trickle: internal statement failed ({rc}): {sql}");
-        }
-        let processed = pg_sys::SPI_processed;
-        let mut rows = Vec::new();
-        let table = pg_sys::SPI_tuptable;
-        if want_rows && !table.is_null() {
-            let tupdesc = (*table).tupdesc;
-            let natts = (*tupdesc).natts;
-            for i in 0..processed as usize {
-                let tuple = *(*table).vals.add(i);
-                let mut row = Vec::with_capacity(natts as usize);
-                for col in 1..=natts {
-                    let value = pg_sys::SPI_getvalue(tuple, tupdesc, col);
-                    if value.is_null() {
-                        row.push(None);
-                    } else {
-                        row.push(Some(CStr::from_ptr(value).to_string_lossy().into_owned()));
-                        pg_sys::pfree(value.cast());
-                    }
-                }
-                rows.push(row);
-            }
-        }
+        let result = execute_plan(plan, sql, &[], snapshot, want_rows);
         pg_sys::SPI_freeplan(plan);
-        (processed, rows)
+        result
     }
+}
+
+/// Executes a prepared plan inside an SPI connection.
+///
+/// # Safety
+/// `plan` must be a valid plan taking `params`, inside `SPI_connect`.
+unsafe fn execute_plan(
+    plan: pg_sys::SPIPlanPtr,
+    sql: &str,
+    params: &[Param],
+    snapshot: Option<&PinnedSnapshot>,
+    want_rows: bool,
+) -> (u64, Rows) {
+    let mut values: Vec<pg_sys::Datum> = Vec::with_capacity(params.len());
+    let mut nulls: Vec<std::ffi::c_char> = Vec::with_capacity(params.len());
+    for param in params {
+        values.push(param.datum());
+        nulls.push(if param.value.is_some() { b' ' } else { b'n' } as std::ffi::c_char);
+    }
+    let snap = snapshot.map(|s| s.raw()).unwrap_or(std::ptr::null_mut());
+    let rc = pg_sys::SPI_execute_snapshot(
+        plan,
+        values.as_mut_ptr(),
+        nulls.as_ptr(),
+        snap,
+        std::ptr::null_mut(),
+        false,
+        true,
+        0,
+    );
+    if rc < 0 {
+        pgrx::error!("pg_trickle: internal statement failed ({rc}): {sql}");
+    }
+    let processed = pg_sys::SPI_processed;
+    let mut rows = Vec::new();
+    let table = pg_sys::SPI_tuptable;
+    if want_rows && !table.is_null() {
+        let tupdesc = (*table).tupdesc;
+        let natts = (*tupdesc).natts;
+        for i in 0..processed as usize {
+            let tuple = *(*table).vals.add(i);
+            let mut row = Vec::with_capacity(natts as usize);
+            for col in 1..=natts {
+                let value = pg_sys::SPI_getvalue(tuple, tupdesc, col);
+                if value.is_null() {
+                    row.push(None);
+                } else {
+                    row.push(Some(CStr::from_ptr(value).to_string_lossy().into_owned()));
+                    pg_sys::pfree(value.cast());
+                }
+            }
+            rows.push(row);
+        }
+    }
+    (processed, rows)
+}
+
+/// A parameter of a statement: its type and its value as text.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub type_oid: pg_sys::Oid,
+    pub value: Option<String>,
+}
+
+impl Param {
+    /// The value, through the type's input function.
+    fn datum(&self) -> pg_sys::Datum {
+        let Some(text) = &self.value else {
+            return pg_sys::Datum::from(0usize);
+        };
+        let c_text = CString::new(text.as_str()).expect("parameter contains a NUL byte");
+        unsafe {
+            let mut input = pg_sys::Oid::INVALID;
+            let mut io_param = pg_sys::Oid::INVALID;
+            pg_sys::getTypeInputInfo(self.type_oid, &mut input, &mut io_param);
+            pg_sys::OidInputFunctionCall(input, c_text.as_ptr() as *mut _, io_param, -1)
+        }
+    }
+}
+
+/// Plans kept for the rest of the session, by statement text (at most
+/// `MAX_KEPT_PLANS`; beyond that all are let go and planning starts over).
+/// PostgreSQL's plan cache replans a kept plan when an object it uses
+/// changes.
+const MAX_KEPT_PLANS: usize = 256;
+
+thread_local! {
+    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, KeptPlan>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// Kept plans executing now (a statement's triggers may run more).
+    static KEPT_RUNNING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+struct KeptPlan(pg_sys::SPIPlanPtr);
+
+/// Counts a kept plan as executing until dropped (also on error).
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        KEPT_RUNNING.with(|n| n.set(n.get() + 1));
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        KEPT_RUNNING.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// Runs `sql` with `params` as of `snapshot` (a fresh one if `None`),
+/// through a plan kept for the session: the statement is parsed, analysed
+/// and planned once, not on every call. For statements a refresh runs
+/// every time with the same text. Returns the rows processed and, if
+/// `want_rows`, the rows.
+pub fn run_kept(
+    sql: &str,
+    params: &[Param],
+    snapshot: Option<&PinnedSnapshot>,
+    want_rows: bool,
+) -> (u64, Rows) {
+    let _conn = Connection::open();
+    if let Some(plan) = KEPT_PLANS.with(|kept| kept.borrow().get(sql).map(|p| p.0)) {
+        let _running = Running::start();
+        return unsafe { execute_plan(plan, sql, params, snapshot, want_rows) };
+    }
+    let c_sql = CString::new(sql).expect("SQL text contains a NUL byte");
+    let mut types: Vec<pg_sys::Oid> = params.iter().map(|p| p.type_oid).collect();
+    unsafe {
+        // Always the generic plan: a custom one would be planned again at
+        // every call, which is what keeping the plan is to avoid.
+        let plan = pg_sys::SPI_prepare_cursor(
+            c_sql.as_ptr(),
+            types.len() as i32,
+            types.as_mut_ptr(),
+            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+        );
+        if plan.is_null() {
+            pgrx::error!("pg_trickle: could not prepare internal statement: {sql}");
+        }
+        // Plans are let go only while none executes: one of them may be
+        // running further up the stack.
+        let full = KEPT_PLANS.with(|kept| kept.borrow().len() >= MAX_KEPT_PLANS);
+        if full && KEPT_RUNNING.with(|n| n.get()) > 0 {
+            let result = execute_plan(plan, sql, params, snapshot, want_rows);
+            pg_sys::SPI_freeplan(plan);
+            return result;
+        }
+        if full {
+            KEPT_PLANS.with(|kept| {
+                for (_, old) in kept.borrow_mut().drain() {
+                    pg_sys::SPI_freeplan(old.0);
+                }
+            });
+        }
+        pg_sys::SPI_keepplan(plan);
+        KEPT_PLANS.with(|kept| kept.borrow_mut().insert(sql.to_string(), KeptPlan(plan)));
+        let _running = Running::start();
+        execute_plan(plan, sql, params, snapshot, want_rows)
+    }
+}
+
+/// `query` through a kept plan (see `run_kept`), when
+/// `pg_trickle.use_prepared_statements` is on.
+pub fn query_kept(sql: &str) -> Rows {
+    if crate::config::USE_PREPARED_STATEMENTS.get() {
+        run_kept(sql, &[], None, true).1
+    } else {
+        query(sql)
+    }
+}
+
+/// `query_at` through a kept plan (see `query_kept`).
+pub fn query_at_kept(sql: &str, snapshot: &PinnedSnapshot) -> Rows {
+    if crate::config::USE_PREPARED_STATEMENTS.get() {
+        run_kept(sql, &[], Some(snapshot), true).1
+    } else {
+        query_at(sql, snapshot)
+    }
+}
+
+/// `query_value` through a kept plan (see `query_kept`).
+pub fn query_value_kept(sql: &str) -> Option<String> {
+    query_kept(sql)
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
 }
 
 /// Runs a statement with a fresh snapshot; returns the rows it processed.

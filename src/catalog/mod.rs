@@ -90,7 +90,7 @@ impl StreamTable {
 
     /// The role that owns the storage table; refreshes read as this role.
     pub fn owner(&self) -> Oid {
-        let owner = spi::query_value(&format!(
+        let owner = spi::query_value_kept(&format!(
             "SELECT relowner::bigint::text FROM pg_catalog.pg_class WHERE oid = {}",
             self.relid.to_u32()
         ));
@@ -106,9 +106,10 @@ impl StreamTable {
     }
 }
 
-/// Catalog tables are closed to PUBLIC: reads run as the bootstrap superuser.
+/// Catalog tables are closed to PUBLIC: reads run as the bootstrap
+/// superuser. Their texts repeat (per stream table), so their plans are kept.
 fn read(sql: &str) -> spi::Rows {
-    spi::as_role(spi::superuser(), || spi::query(sql))
+    spi::as_role(spi::superuser(), || spi::query_kept(sql))
 }
 
 pub fn load(pgt_id: i64) -> Option<StreamTable> {
@@ -134,7 +135,7 @@ pub fn all() -> Vec<StreamTable> {
 /// The stream table called `name` (schema-qualified or found through
 /// search_path, like a table name).
 pub fn find(name: &str) -> PgtResult<StreamTable> {
-    let relid = spi::query_value(&format!(
+    let relid = spi::query_value_kept(&format!(
         "SELECT pg_catalog.to_regclass({})::oid::bigint::text",
         literal(name)
     ));
@@ -278,7 +279,7 @@ pub(crate) const VERSION_MISMATCH: &str = concat!(
 /// both versions and how to fix it.
 pub fn version_mismatch() -> Option<String> {
     let library = env!("CARGO_PKG_VERSION");
-    let installed = spi::query_value(
+    let installed = spi::query_value_kept(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
     )?;
     (installed != library).then(|| {

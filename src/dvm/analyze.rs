@@ -105,6 +105,19 @@ fn cstr(ptr: *const std::ffi::c_char) -> String {
 
 /// Parses and analyses (and rewrites: views become subqueries) one SELECT.
 pub fn parse_select(sql: &str) -> PgtResult<*mut pg_sys::Query> {
+    parse(sql, &[])
+}
+
+/// `parse_select` for generated SQL that may refer to parameters `$1`...
+/// of `param_types`.
+pub fn parse_generated_select(
+    sql: &str,
+    param_types: &[pg_sys::Oid],
+) -> PgtResult<*mut pg_sys::Query> {
+    parse(sql, param_types)
+}
+
+fn parse(sql: &str, param_types: &[pg_sys::Oid]) -> PgtResult<*mut pg_sys::Query> {
     let c_sql =
         CString::new(sql).map_err(|_| PgtError::invalid("the query contains a NUL byte"))?;
     unsafe {
@@ -132,8 +145,8 @@ pub fn parse_select(sql: &str) -> PgtResult<*mut pg_sys::Query> {
         let queries = PgList::<pg_sys::Query>::from_pg(pg_sys::pg_analyze_and_rewrite_fixedparams(
             raw,
             c_sql.as_ptr(),
-            std::ptr::null(),
-            0,
+            param_types.as_ptr(),
+            param_types.len() as i32,
             std::ptr::null_mut(),
         ));
         match (queries.len(), queries.get_ptr(0)) {
@@ -513,14 +526,6 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
     let mut targets = group_exprs;
     let mut plan_aggs = Vec::new();
     for (kind, column, arg) in aggs {
-        let exact_negation = match (&kind, arg) {
-            (AggKind::Avg { state_type }, _) => state_type != "interval",
-            (AggKind::Sum, Some(a)) => matches!(
-                pg_sys::exprType(a),
-                pg_sys::NUMERICOID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID
-            ),
-            _ => false,
-        };
         let arg_index = arg.map(|a| {
             targets.push(a);
             targets.len() - 1
@@ -529,7 +534,6 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             kind,
             column,
             arg: arg_index,
-            exact_negation,
         });
     }
     let block = Block {

@@ -8,10 +8,11 @@
 //! columns. The target list is replaced by the core outputs, and the whole
 //! tree is printed back to SQL with PostgreSQL's `pg_get_querydef`.
 
-use super::analyze::{parse_select, Block, Instance, Relation};
+use super::analyze::{parse_generated_select, Block, Instance, Relation};
 use super::paired::{self, Pairing};
 use super::value_form::identity_form;
 use crate::error::PgtResult;
+use crate::refresh::frontier::WINDOW_PARAM_TYPES;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 use pgtrickle_core::buffer::old_column;
@@ -351,7 +352,7 @@ unsafe fn print_with_replacements(
     let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
     let mut extra_targets: Vec<(i32, i16)> = Vec::new();
     for (rtindex, sql, names) in replacements {
-        let sub = parse_select(sql)?;
+        let sub = parse_generated_select(sql, &WINDOW_PARAM_TYPES)?;
         let rte = rtable
             .get_ptr(*rtindex as usize - 1)
             .expect("range table entry");

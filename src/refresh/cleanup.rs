@@ -42,7 +42,7 @@ pub fn cleaner() -> Cleanup {
         return Cleanup::Scheduler(None);
     }
     // The conditions of the worker's tick, in one query.
-    let pid = spi::query_value(&format!(
+    let pid = spi::query_value_kept(&format!(
         "SELECT a.pid::text FROM pg_catalog.pg_stat_activity a \
           WHERE a.backend_type = 'pg_trickle scheduler' AND a.datname = pg_catalog.current_database() \
             AND NOT {} AND NOT {} LIMIT 1",

@@ -9,10 +9,18 @@
 //! records that transaction id and, per source, the last of its changes
 //! that were consumed. The JSON form is internal (tier 3).
 
-use pgrx::pg_sys::Oid;
+use crate::spi::Param;
+use pgrx::pg_sys::{self, Oid};
 use pgtrickle_core::quote::literal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The types of the parameters of `Frontier::window_by_params`.
+pub const WINDOW_PARAM_TYPES: [Oid; 3] = [
+    pg_sys::PG_SNAPSHOTOID,
+    pg_sys::XID8OID,
+    pg_sys::INT8ARRAYOID,
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Frontier {
@@ -73,5 +81,47 @@ impl Frontier {
     /// SQL predicate: the buffer row `alias` of `source` is new since this frontier.
     pub fn window(&self, source: Oid, alias: &str) -> String {
         format!("NOT {}", self.consumed(source, alias))
+    }
+
+    /// `window` with the frontier's values as the parameters of
+    /// `window_params` (`source_index`: the source's place in the list
+    /// given there), so that the statement's text, and with it its kept
+    /// plan, stays the same from one refresh to the next.
+    pub fn window_by_params(source_index: usize, alias: &str) -> String {
+        format!(
+            "NOT (CASE WHEN {alias}.xid = $2::pg_catalog.xid8 THEN {alias}.change_id <= ($3::bigint[])[{}] \
+             ELSE pg_catalog.pg_visible_in_snapshot({alias}.xid, $1::pg_catalog.pg_snapshot) END)",
+            source_index + 1
+        )
+    }
+
+    /// The parameters of `window_by_params` for `sources`: the snapshot,
+    /// the refreshing transaction (NULL if it had not written), and the
+    /// last change of each source that transaction consumed.
+    pub fn window_params(&self, sources: &[Oid]) -> Vec<Param> {
+        let own_max: Vec<String> = sources
+            .iter()
+            .map(|source| {
+                self.own_max_change
+                    .get(&source.to_u32().to_string())
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string()
+            })
+            .collect();
+        vec![
+            Param {
+                type_oid: WINDOW_PARAM_TYPES[0],
+                value: Some(self.snapshot.clone()),
+            },
+            Param {
+                type_oid: WINDOW_PARAM_TYPES[1],
+                value: self.own_xid.clone(),
+            },
+            Param {
+                type_oid: WINDOW_PARAM_TYPES[2],
+                value: Some(format!("{{{}}}", own_max.join(","))),
+            },
+        ]
     }
 }

@@ -116,7 +116,7 @@ fn set_local(settings: &[(&'static str, String)]) -> Settings {
         .collect();
     // The fenced subquery reads the old values before the outer row sets
     // the new ones.
-    let row = spi::query(&format!(
+    let row = spi::query_kept(&format!(
         "SELECT old.*, {} FROM (SELECT {} OFFSET 0) old",
         set.join(", "),
         current.join(", ")

@@ -42,7 +42,7 @@ impl Initiator {
 }
 
 /// Key of the advisory lock that serialises refreshes of one stream table.
-const LOCK_CLASS: i32 = 0x7067_74; // "pgt"
+const LOCK_CLASS: i32 = 0x0070_6774; // "pgt"
 
 /// Takes the refresh lock of `pgt_id` for the rest of the transaction;
 /// `false` if `wait` is off and another refresh holds it.
@@ -93,11 +93,14 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
             literal(&st.display_name())
         )));
     }
-    let start_time = spi::query_value("SELECT pg_catalog.clock_timestamp()::text").expect("clock");
-    // Whether this transaction wrote anything before the refresh: only then
-    // can the buffers hold changes of its own that the refresh consumes.
-    let wrote_before =
-        spi::query_value("SELECT pg_catalog.pg_current_xact_id_if_assigned()::text").is_some();
+    // When the refresh started, and whether this transaction wrote anything
+    // before it: only then can the buffers hold changes of its own that the
+    // refresh consumes.
+    let start = spi::query_kept(
+        "SELECT pg_catalog.clock_timestamp()::text, pg_catalog.pg_current_xact_id_if_assigned()::text",
+    );
+    let start_time = start[0][0].clone().expect("clock");
+    let wrote_before = start[0][1].is_some();
     let snapshot = PinnedSnapshot::take();
     let owner = st.owner();
     let analysis = analyze(&st.defining_query)?;
@@ -110,31 +113,53 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
 
     let sources = catalog::tracked_sources(st.pgt_id);
     let windows: Vec<SourceWindow> = match &st.frontier {
-        Some(f) if st.is_populated && plan.is_differential() => sources
-            .iter()
-            .map(|&s| SourceWindow::measure(s, f, &snapshot, st.refresh_mode == "AUTO"))
+        Some(f) if st.is_populated && plan.is_differential() => (0..sources.len())
+            .map(|i| SourceWindow::measure(&sources, i, f, &snapshot, st.refresh_mode == "AUTO"))
             .collect(),
         _ => Vec::new(),
     };
     let decision = decide(st, &analysis, &windows);
     let (tally, action) = spi::as_role(
         owner,
-        || -> PgtResult<((i64, i64, Option<i64>), &'static str)> {
+        || -> PgtResult<(RowCounts, &'static str)> {
             // Change buffers hold every row of the sources: check that the
             // owner may still read what the query reads, as a fresh query would.
-            spi::execute(&format!(
+            spi::query_kept(&format!(
                 "SELECT FROM ({}) pgt_privilege_check LIMIT 0",
                 st.defining_query
             ));
             match &decision {
                 Decision::Full(_) => Ok((
-                    run(&full_statements(st, &plan, &analysis)?, &snapshot, false),
+                    run(
+                        &full_statements(st, &plan, &analysis)?,
+                        &snapshot,
+                        false,
+                        None,
+                    ),
                     "FULL",
                 )),
                 Decision::NoData => Ok(((0, 0, Some(0)), "NO_DATA")),
                 Decision::Differential => {
-                    let stmts = differential_statements(st, &plan, &analysis, &windows)?;
-                    Ok((run(&stmts, &snapshot, true), "DIFFERENTIAL"))
+                    // With kept plans, the frontier's values are parameters
+                    // and the statements' text the same at every refresh.
+                    let kept = config::USE_PREPARED_STATEMENTS.get();
+                    let form = if kept {
+                        Windows::Params
+                    } else {
+                        Windows::Literal
+                    };
+                    let stmts = differential_statements(st, &plan, &analysis, &windows, form)?;
+                    let params = kept.then(|| {
+                        let sources: Vec<Oid> = windows.iter().map(|w| w.source).collect();
+                        st.frontier
+                            .as_ref()
+                            .expect("frontier")
+                            .window_params(&sources)
+                    });
+                    Ok((
+                        run(&stmts, &snapshot, true, params.as_deref()),
+                        "DIFFERENTIAL",
+                    ))
                 }
             }
         },
@@ -275,23 +300,30 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
     Decision::Differential
 }
 
+/// Rows inserted, rows deleted, and rows of the netted delta if there was one.
+type RowCounts = (i64, i64, Option<i64>);
+
 /// Runs statements as of `snapshot`, under the planner hints of
-/// `hints.rs`; returns (rows inserted, rows deleted, rows of the netted
-/// delta if there was one).
+/// `hints.rs`; with `params` (those of `Windows::Params`), through plans
+/// kept for the session.
 fn run(
     statements: &[Statement],
     snapshot: &PinnedSnapshot,
     differential: bool,
-) -> (i64, i64, Option<i64>) {
+    params: Option<&[spi::Param]>,
+) -> RowCounts {
     let mut hints = hints::PlannerHints::start();
     let mut tally = (0, 0, None);
     for statement in statements {
         hints.prepare(statement, differential);
-        let n = if statement.tally == Tally::Counts {
-            let row = spi::query_at(&statement.sql, snapshot)
-                .into_iter()
-                .next()
-                .unwrap_or_default();
+        let want_rows = statement.tally == Tally::Counts;
+        let (processed, rows) = match params {
+            Some(params) => spi::run_kept(&statement.sql, params, Some(snapshot), want_rows),
+            None if want_rows => (0, spi::query_at(&statement.sql, snapshot)),
+            None => (spi::execute_at(&statement.sql, snapshot), Vec::new()),
+        };
+        let n = if want_rows {
+            let row = rows.into_iter().next().unwrap_or_default();
             let count = |i: usize| -> i64 {
                 row.get(i)
                     .cloned()
@@ -303,7 +335,7 @@ fn run(
             tally.1 += count(2);
             count(0)
         } else {
-            spi::execute_at(&statement.sql, snapshot) as i64
+            processed as i64
         };
         match statement.tally {
             Tally::Inserted => tally.0 += n,
@@ -360,11 +392,38 @@ fn full_core(printer: &mut Printer, block: &Block, branch: usize) -> PgtResult<C
     })
 }
 
+/// How the statements of a differential refresh select a source's changes
+/// since the frontier: with its values written out (for reading, in
+/// explain_st), or as parameters (for plans kept from one refresh to the
+/// next; see `Frontier::window_params`).
+#[derive(Clone, Copy)]
+enum Windows {
+    Literal,
+    Params,
+}
+
+impl Windows {
+    /// The predicate on buffer rows `r` of `source`.
+    fn sql(self, frontier: &Frontier, windows: &[SourceWindow], source: Oid) -> String {
+        match self {
+            Windows::Literal => frontier.window(source, "r"),
+            Windows::Params => Frontier::window_by_params(
+                windows
+                    .iter()
+                    .position(|w| w.source == source)
+                    .expect("window of a changed source"),
+                "r",
+            ),
+        }
+    }
+}
+
 fn differential_statements(
     st: &StreamTable,
     plan: &Plan,
     analysis: &Analysis,
     windows: &[SourceWindow],
+    form: Windows,
 ) -> PgtResult<Vec<Statement>> {
     let Ok((_, blocks)) = &analysis.differential else {
         unreachable!("differential refresh of a query without a differential plan")
@@ -376,7 +435,7 @@ fn differential_statements(
         .expect("differential refresh needs a frontier");
     let mut printer = Printer::default();
     if let Shape::AnchoredRows { .. } = plan.shape {
-        return anchored_statements(st, plan, &blocks[0], frontier, windows, &mut printer);
+        return anchored_statements(st, plan, &blocks[0], frontier, windows, form, &mut printer);
     }
     // Grouped deltas whose aggregates are sums and counts may pair the old
     // and new values of updates (not MIN/MAX: their candidates are netted
@@ -414,7 +473,7 @@ fn differential_statements(
                         .expect("window");
                     variants[i] = Variant::Delta {
                         buffer: w.buffer.clone(),
-                        window: frontier.window(w.source, "r"),
+                        window: form.sql(frontier, windows, w.source),
                         holds_old_values: w.holds_old_values,
                     };
                     picked += 1;
@@ -459,6 +518,7 @@ fn anchored_statements(
     block: &Block,
     frontier: &Frontier,
     windows: &[SourceWindow],
+    form: Windows,
     printer: &mut Printer,
 ) -> PgtResult<Vec<Statement>> {
     let relations = block.relations();
@@ -471,7 +531,7 @@ fn anchored_statements(
         let mut variants = vec![Variant::Full; relations.len()];
         variants[i] = Variant::Delta {
             buffer: w.buffer.clone(),
-            window: frontier.window(w.source, "r"),
+            window: form.sql(frontier, windows, w.source),
             holds_old_values: w.holds_old_values,
         };
         let core = Core {
@@ -496,7 +556,7 @@ fn anchored_statements(
         deleted.push(crate::dvm::flat::deleted_identities(
             printer.shape(rel.relid),
             &w.buffer,
-            &frontier.window(w.source, "r"),
+            &form.sql(frontier, windows, w.source),
             w.holds_old_values,
         ));
     }
@@ -515,7 +575,7 @@ fn anchored_statements(
 /// the sources whose buffers may hold changes this transaction made before
 /// the refresh (none when it had not written anything).
 fn capture_frontier(own_sources: &[Oid], snapshot: &PinnedSnapshot) -> Frontier {
-    let row = spi::query_at(
+    let row = spi::query_at_kept(
         "SELECT pg_catalog.pg_current_snapshot()::text, pg_catalog.pg_current_xact_id_if_assigned()::text, \
          pg_catalog.pg_current_wal_insert_lsn()::text, pg_catalog.clock_timestamp()::text, \
          (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), \
@@ -604,9 +664,11 @@ pub fn explain_delta_sql(
             .map(|(i, s)| (format!("full_sql[{i}]"), s.sql))
             .collect());
     }
-    Ok(differential_statements(&st, plan, analysis, &windows)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (format!("delta_sql[{i}]"), s.sql))
-        .collect())
+    Ok(
+        differential_statements(&st, plan, analysis, &windows, Windows::Literal)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (format!("delta_sql[{i}]"), s.sql))
+            .collect(),
+    )
 }

@@ -2,6 +2,7 @@
 
 use super::frontier::Frontier;
 use crate::cdc::CdcObjects;
+use crate::config;
 use crate::spi::{self, PinnedSnapshot};
 use pgrx::pg_sys::Oid;
 
@@ -25,17 +26,19 @@ pub struct SourceWindow {
 }
 
 impl SourceWindow {
-    /// Looks at the changes of `source` after `frontier`. Counting them all
-    /// costs a scan of the window, which only AUTO's ratio needs; otherwise
-    /// it is enough to know whether there is any.
+    /// Looks at the changes of `sources[index]` after `frontier`. Counting
+    /// them all costs a scan of the window, which only AUTO's ratio needs;
+    /// otherwise it is enough to know whether there is any.
     pub fn measure(
-        source: Oid,
+        sources: &[Oid],
+        index: usize,
         frontier: &Frontier,
         snapshot: &PinnedSnapshot,
         count: bool,
     ) -> SourceWindow {
+        let source = sources[index];
         let oid = source.to_u32();
-        let meta = spi::query(&format!(
+        let meta = spi::query_kept(&format!(
             "SELECT c.oid::regclass::text, c.reltuples::text, c.relrowsecurity::text \
              FROM pg_catalog.pg_class c WHERE c.oid = {oid}"
         ));
@@ -63,24 +66,31 @@ impl SourceWindow {
         };
         let buffer = objects.buffer_name();
         let holds_old_values = objects.holds_old_values(source);
-        let row = spi::as_role(spi::superuser(), || {
-            spi::query_at(
-                &if count {
-                    format!(
-                        "SELECT coalesce(sum(CASE r.action WHEN 'U' THEN 2 ELSE 1 END) FILTER (WHERE r.action <> 'T'), 0)::text, \
-                                coalesce(bool_or(r.action = 'T'), false)::text \
-                         FROM {buffer} r WHERE {}",
-                        frontier.window(source, "r")
-                    )
-                } else {
-                    format!(
-                        "SELECT EXISTS (SELECT FROM {buffer} r WHERE r.action <> 'T' AND {w})::int::text, \
-                                EXISTS (SELECT FROM {buffer} r WHERE r.action = 'T' AND {w})::text",
-                        w = frontier.window(source, "r")
-                    )
-                },
-                snapshot,
+        // With kept plans, the frontier's values are parameters.
+        let kept = config::USE_PREPARED_STATEMENTS.get();
+        let w = if kept {
+            Frontier::window_by_params(index, "r")
+        } else {
+            frontier.window(source, "r")
+        };
+        let sql = if count {
+            format!(
+                "SELECT coalesce(sum(CASE r.action WHEN 'U' THEN 2 ELSE 1 END) FILTER (WHERE r.action <> 'T'), 0)::text, \
+                        coalesce(bool_or(r.action = 'T'), false)::text \
+                 FROM {buffer} r WHERE {w}"
             )
+        } else {
+            format!(
+                "SELECT EXISTS (SELECT FROM {buffer} r WHERE r.action <> 'T' AND {w})::int::text, \
+                        EXISTS (SELECT FROM {buffer} r WHERE r.action = 'T' AND {w})::text"
+            )
+        };
+        let row = spi::as_role(spi::superuser(), || {
+            if kept {
+                spi::run_kept(&sql, &frontier.window_params(sources), Some(snapshot), true).1
+            } else {
+                spi::query_at(&sql, snapshot)
+            }
         });
         let row = row.into_iter().next().unwrap_or_default();
         SourceWindow {

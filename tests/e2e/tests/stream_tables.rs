@@ -1029,3 +1029,70 @@ fn row_ids_follow_neither_session_settings_nor_the_spelling_of_equal_values() {
         }
     }
 }
+
+/// The last refresh action of stream table `name`.
+fn last_action(client: &mut Client, name: &str) -> String {
+    client
+        .query_one(
+            "SELECT h.action FROM pgtrickle.pgt_refresh_history h
+               JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+              WHERE s.pgt_name = $1 ORDER BY h.refresh_id DESC LIMIT 1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn kept_plans_follow_changes_of_what_they_read() {
+    // One session refreshes throughout, so the plans it keeps for the
+    // statements of differential refreshes (pg_trickle.use_prepared_statements)
+    // outlive schema changes, a drop and re-creation under the same names,
+    // and the setting turned off and on.
+    let (_cluster, mut client) = cluster_with_extension();
+    setup(&mut client);
+    let grouped = "SELECT grp, sum(val) AS s, count(*) AS n FROM src GROUP BY grp";
+    let rows = "SELECT id, val, note FROM src WHERE val > 100";
+    let create = format!(
+        "SELECT pgtrickle.create_stream_table('g', $${grouped}$$, NULL);
+         SELECT pgtrickle.create_stream_table('r', $${rows}$$, NULL);"
+    );
+    client.batch_execute(&create).unwrap();
+    for round in 0..8 {
+        let change = match round {
+            2 => "ALTER TABLE src ADD COLUMN extra int DEFAULT 7".to_string(),
+            3 => "SET pg_trickle.use_prepared_statements = off".to_string(),
+            4 => "RESET pg_trickle.use_prepared_statements".to_string(),
+            5 => format!(
+                "SELECT pgtrickle.drop_stream_table('g'); SELECT pgtrickle.drop_stream_table('r'); {create}"
+            ),
+            6 => "ALTER TABLE src DROP COLUMN extra".to_string(),
+            _ => String::new(),
+        };
+        client.batch_execute(&change).unwrap();
+        client
+            .batch_execute(&format!(
+                "UPDATE src SET val = val + {round} + 1 WHERE id % 3 = {r3};
+                 UPDATE src SET grp = (grp + 1) % 5 WHERE id % 7 = {r7};
+                 DELETE FROM src WHERE id % 11 = {round};
+                 INSERT INTO src SELECT g, g % 4, g * 9, 'new' FROM generate_series(41 + {round} * 5, 45 + {round} * 5) g;
+                 SELECT pgtrickle.refresh_stream_table('g');
+                 SELECT pgtrickle.refresh_stream_table('r');",
+                r3 = round % 3,
+                r7 = round % 7
+            ))
+            .unwrap();
+        for (name, cols, query) in [("g", "grp, s, n", grouped), ("r", "id, val, note", rows)] {
+            assert_eq!(
+                difference(&mut client, cols, name, query),
+                0,
+                "round {round}: {name} differs from its query"
+            );
+            // A source's schema change may reinitialize (refresh in full) once.
+            let action = last_action(&mut client, name);
+            if round != 2 && round != 6 {
+                assert_eq!(action, "DIFFERENTIAL", "round {round}: {name}");
+            }
+        }
+    }
+}

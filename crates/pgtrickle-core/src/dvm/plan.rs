@@ -75,11 +75,6 @@ pub struct Agg {
     pub column: usize,
     /// Index of its argument among the core's outputs (`None` for count(*)).
     pub arg: Option<usize>,
-    /// The summed values (the argument, or its cast to the AVG state type)
-    /// negate exactly and cannot overflow doing so (numeric, floating
-    /// point): deleted rows then subtract by negation, cheaper than
-    /// multiplying by their weight.
-    pub exact_negation: bool,
 }
 
 /// How the stream table is maintained.

@@ -216,24 +216,21 @@ pub(super) fn groups_apply(
             },
             dnn(agg)
         ));
-        // The weighted sum of `value(argument)`, old values included.
+        // The weighted sum of `value(argument)`, old values included. Every
+        // weight is 1 or -1 (0: a row without old values), so the sum is
+        // that of the rows weighted 1 minus that of the rows weighted -1:
+        // plain sums of the values, with no multiplication or negation per
+        // row (and no overflow negating the smallest integer).
         let summed = |value: &dyn Fn(&str) -> String| {
-            let new = format!(
-                "sum({})",
-                weighted_value(&value(&a), "u.__pgt_w", agg.exact_negation)
-            );
+            let signed = |v: &str, w: &str| {
+                sub_nullable(
+                    &format!("sum({v}) FILTER (WHERE {w} > 0)"),
+                    &format!("sum({v}) FILTER (WHERE {w} < 0)"),
+                )
+            };
+            let new = signed(&value(&a), "u.__pgt_w");
             match &old {
-                // Rows without old values to subtract (weight 0) may still
-                // carry some (updates read as two rows): never evaluated,
-                // since `Infinity * 0` is NaN and an infinite interval times
-                // 0 an error.
-                Some(o) => add_nullable(
-                    &new,
-                    &format!(
-                        "sum(CASE WHEN u.__pgt_wo = 0 THEN NULL ELSE {} END)",
-                        weighted_value(&value(o), "u.__pgt_wo", agg.exact_negation)
-                    ),
-                ),
+                Some(o) => add_nullable(&new, &signed(&value(o), "u.__pgt_wo")),
                 None => new,
             }
         };
@@ -389,16 +386,6 @@ pub(super) fn groups_apply(
     out
 }
 
-/// `v` times weight `w`; by negation for deleted rows when that is exact.
-fn weighted_value(v: &str, w: &str, exact_negation: bool) -> String {
-    if exact_negation {
-        format!("CASE {w} WHEN 1 THEN {v} WHEN -1 THEN -({v}) ELSE {v} * {w} END")
-    } else {
-        format!("{v} * {w}")
-    }
-}
-
-/// The SET list that folds a group's delta `d` into its stored state `t`.
 fn folded_state(plan: &Plan, aggs: &[Agg]) -> Vec<String> {
     let mut sets = vec![format!("{COUNT} = t.{COUNT} + d.__pgt_dc")];
     for agg in aggs {

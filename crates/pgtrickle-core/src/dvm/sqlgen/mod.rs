@@ -95,6 +95,14 @@ fn add_nullable(a: &str, b: &str) -> String {
     format!("CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} ELSE {a} + {b} END")
 }
 
+/// `a - b` for partial sums that may be NULL (no rows), NULL when both are.
+fn sub_nullable(a: &str, b: &str) -> String {
+    format!("CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN -({b}) ELSE {a} - {b} END")
+}
+
+/// The weight of a core's output row: the product of its relations'
+/// weights and the core's sign. Each factor is 1 or -1, so every weight
+/// is too; the aggregate deltas of `groups.rs` rely on that.
 fn weight_expr(core: &Core, alias: &str) -> String {
     let mut parts: Vec<String> = (0..core.relations)
         .map(|i| format!("{alias}.__pgt_w_{i}"))
