@@ -473,6 +473,57 @@ unsafe fn resolve_group_var(q: *mut pg_sys::Query, node: *mut pg_sys::Node) -> *
     node
 }
 
+/// Whether a join tree has an outer join (which may pad columns with NULLs).
+unsafe fn has_outer_join(node: *mut pg_sys::Node) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    if is_a(node, NodeTag::T_JoinExpr) {
+        let join = node as *mut pg_sys::JoinExpr;
+        return (*join).jointype != pg_sys::JoinType::JOIN_INNER
+            || has_outer_join((*join).larg)
+            || has_outer_join((*join).rarg);
+    }
+    if is_a(node, NodeTag::T_FromExpr) {
+        return PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FromExpr)).fromlist)
+            .iter_ptr()
+            .any(|item| has_outer_join(item));
+    }
+    false
+}
+
+/// Whether `expr` is a column of a table `q` reads that a validated NOT NULL
+/// constraint covers.
+unsafe fn not_null_column(q: *mut pg_sys::Query, expr: *mut pg_sys::Node) -> bool {
+    if !is_a(expr, NodeTag::T_Var) {
+        return false;
+    }
+    let var = expr as *mut pg_sys::Var;
+    if (*var).varlevelsup != 0 || (*var).varattno <= 0 {
+        return false;
+    }
+    let rte = rt_fetch(q, (*var).varno);
+    if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
+        return false;
+    }
+    let rel = pgrx::PgRelation::open((*rte).relid);
+    let index = (*var).varattno as usize - 1;
+    let desc = rel.tuple_desc();
+    let declared = desc
+        .get(index)
+        .is_some_and(|att| att.attnotnull && !att.attisdropped);
+    // PostgreSQL 18 has NOT NULL constraints that are NOT VALID: existing
+    // rows may still hold NULLs.
+    #[cfg(feature = "pg18")]
+    let declared = declared && {
+        let raw = rel.rd_att;
+        index < (*raw).natts as usize
+            && (*(*raw).compact_attrs.as_ptr().add(index)).attnullability
+                == pg_sys::ATTNULLABLE_VALID as std::ffi::c_char
+    };
+    declared
+}
+
 /// A grouped block: aggregates kept as per-group state when they are all
 /// among count/sum/avg/min/max and there is no HAVING; otherwise the groups
 /// a change touches are recomputed. Either way every GROUP BY expression
@@ -525,7 +576,9 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
     }
     let mut targets = group_exprs;
     let mut plan_aggs = Vec::new();
+    let outer_join = has_outer_join((*q).jointree as *mut pg_sys::Node);
     for (kind, column, arg) in aggs {
+        let never_null = !outer_join && arg.is_some_and(|a| not_null_column(q, a));
         let arg_index = arg.map(|a| {
             targets.push(a);
             targets.len() - 1
@@ -534,6 +587,7 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             kind,
             column,
             arg: arg_index,
+            never_null,
         });
     }
     let block = Block {

@@ -119,51 +119,48 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
         _ => Vec::new(),
     };
     let decision = decide(st, &analysis, &windows);
-    let (tally, action) = spi::as_role(
-        owner,
-        || -> PgtResult<(RowCounts, &'static str)> {
-            // Change buffers hold every row of the sources: check that the
-            // owner may still read what the query reads, as a fresh query would.
-            spi::query_kept(&format!(
-                "SELECT FROM ({}) pgt_privilege_check LIMIT 0",
-                st.defining_query
-            ));
-            match &decision {
-                Decision::Full(_) => Ok((
-                    run(
-                        &full_statements(st, &plan, &analysis)?,
-                        &snapshot,
-                        false,
-                        None,
-                    ),
-                    "FULL",
-                )),
-                Decision::NoData => Ok(((0, 0, Some(0)), "NO_DATA")),
-                Decision::Differential => {
-                    // With kept plans, the frontier's values are parameters
-                    // and the statements' text the same at every refresh.
-                    let kept = config::USE_PREPARED_STATEMENTS.get();
-                    let form = if kept {
-                        Windows::Params
-                    } else {
-                        Windows::Literal
-                    };
-                    let stmts = differential_statements(st, &plan, &analysis, &windows, form)?;
-                    let params = kept.then(|| {
-                        let sources: Vec<Oid> = windows.iter().map(|w| w.source).collect();
-                        st.frontier
-                            .as_ref()
-                            .expect("frontier")
-                            .window_params(&sources)
-                    });
-                    Ok((
-                        run(&stmts, &snapshot, true, params.as_deref()),
-                        "DIFFERENTIAL",
-                    ))
-                }
+    let (tally, action) = spi::as_role(owner, || -> PgtResult<(RowCounts, &'static str)> {
+        // Change buffers hold every row of the sources: check that the
+        // owner may still read what the query reads, as a fresh query would.
+        spi::query_kept(&format!(
+            "SELECT FROM ({}) pgt_privilege_check LIMIT 0",
+            st.defining_query
+        ));
+        match &decision {
+            Decision::Full(_) => Ok((
+                run(
+                    &full_statements(st, &plan, &analysis)?,
+                    &snapshot,
+                    false,
+                    None,
+                ),
+                "FULL",
+            )),
+            Decision::NoData => Ok(((0, 0, Some(0)), "NO_DATA")),
+            Decision::Differential => {
+                // With kept plans, the frontier's values are parameters
+                // and the statements' text the same at every refresh.
+                let kept = config::USE_PREPARED_STATEMENTS.get();
+                let form = if kept {
+                    Windows::Params
+                } else {
+                    Windows::Literal
+                };
+                let stmts = differential_statements(st, &plan, &analysis, &windows, form)?;
+                let params = kept.then(|| {
+                    let sources: Vec<Oid> = windows.iter().map(|w| w.source).collect();
+                    st.frontier
+                        .as_ref()
+                        .expect("frontier")
+                        .window_params(&sources)
+                });
+                Ok((
+                    run(&stmts, &snapshot, true, params.as_deref()),
+                    "DIFFERENTIAL",
+                ))
             }
-        },
-    )?;
+        }
+    })?;
     if st.needs_reinit && action == "FULL" {
         crate::ddl::wal::lifecycle(
             "reinitialize",

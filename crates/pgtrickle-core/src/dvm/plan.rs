@@ -75,6 +75,10 @@ pub struct Agg {
     pub column: usize,
     /// Index of its argument among the core's outputs (`None` for count(*)).
     pub arg: Option<usize>,
+    /// The argument is never NULL (a NOT NULL column, read without outer
+    /// joins): its non-NULL count is the group's row count, with no count
+    /// of its own to compute per change row.
+    pub never_null: bool,
 }
 
 /// How the stream table is maintained.

@@ -188,11 +188,13 @@ pub(super) fn groups_apply(
     for (expr, name) in group_exprs.iter().zip(&key_names) {
         select.push(format!("{expr} AS {name}"));
     }
-    select.push(if paired {
-        "sum(u.__pgt_w + u.__pgt_wo) AS __pgt_dc".to_string()
+    // The change of a group's row count.
+    let dc = if paired {
+        "sum(u.__pgt_w + u.__pgt_wo)"
     } else {
-        "sum(u.__pgt_w) AS __pgt_dc".to_string()
-    });
+        "sum(u.__pgt_w)"
+    };
+    select.push(format!("{dc} AS __pgt_dc"));
     // The old value of argument `i`, when cores are paired.
     let old_arg = |i: usize| paired.then(|| format!("u.o{i}"));
     let mut extremum_ctes = Vec::new();
@@ -204,18 +206,23 @@ pub(super) fn groups_apply(
         };
         let old = agg.arg.and_then(old_arg);
         let nonnull = |v: &str, w: &str| format!("CASE WHEN {v} IS NOT NULL THEN {w} ELSE 0 END");
-        select.push(format!(
-            "sum({}) AS {}",
-            match &old {
-                Some(o) => format!(
-                    "{} + {}",
-                    nonnull(&a, "u.__pgt_w"),
-                    nonnull(o, "u.__pgt_wo")
-                ),
-                None => nonnull(&a, "u.__pgt_w"),
-            },
-            dnn(agg)
-        ));
+        select.push(if agg.never_null {
+            // the same aggregate as __pgt_dc: PostgreSQL computes it once
+            format!("{dc} AS {}", dnn(agg))
+        } else {
+            format!(
+                "sum({}) AS {}",
+                match &old {
+                    Some(o) => format!(
+                        "{} + {}",
+                        nonnull(&a, "u.__pgt_w"),
+                        nonnull(o, "u.__pgt_wo")
+                    ),
+                    None => nonnull(&a, "u.__pgt_w"),
+                },
+                dnn(agg)
+            )
+        });
         // The weighted sum of `value(argument)`, old values included. Every
         // weight is 1 or -1 (0: a row without old values), so the sum is
         // that of the rows weighted 1 minus that of the rows weighted -1:
@@ -390,9 +397,19 @@ fn folded_state(plan: &Plan, aggs: &[Agg]) -> Vec<String> {
     let mut sets = vec![format!("{COUNT} = t.{COUNT} + d.__pgt_dc")];
     for agg in aggs {
         let col = ident(&plan.columns[agg.column].name);
-        let nn_new = |agg: &Agg| format!("(t.{} + d.{})", nonnull_state(agg), dnn(agg));
+        // The new non-NULL count of the argument. For an argument that is
+        // never NULL, the new row count: right even if NULLs were counted
+        // out before the column became NOT NULL.
+        let nn_new = |agg: &Agg| {
+            if agg.never_null {
+                format!("(t.{COUNT} + d.__pgt_dc)")
+            } else {
+                format!("(t.{} + d.{})", nonnull_state(agg), dnn(agg))
+            }
+        };
         match &agg.kind {
             AggKind::CountStar => sets.push(format!("{col} = t.{col} + d.__pgt_dc")),
+            AggKind::Count if agg.never_null => sets.push(format!("{col} = {}", nn_new(agg))),
             AggKind::Count => sets.push(format!("{col} = t.{col} + d.{}", dnn(agg))),
             AggKind::Sum => {
                 sets.push(format!(

@@ -68,11 +68,13 @@ fn grouped_apply_keeps_sums_null_when_no_values_remain() {
                     kind: AggKind::Sum,
                     column: 1,
                     arg: Some(1),
+                    never_null: false,
                 },
                 Agg {
                     kind: AggKind::Min,
                     column: 2,
                     arg: Some(2),
+                    never_null: false,
                 },
             ],
         },
@@ -109,6 +111,7 @@ fn scalar_extremum_is_recomputed_only_when_listed() {
                 kind: AggKind::Min,
                 column: 0,
                 arg: Some(0),
+                never_null: false,
             }],
         },
     };
@@ -217,6 +220,7 @@ fn scalar_aggregates_never_delete_their_row() {
                 kind: AggKind::CountStar,
                 column: 0,
                 arg: None,
+                never_null: false,
             }],
         },
     };
@@ -245,6 +249,7 @@ fn sums_plan(group_columns: Vec<usize>) -> Plan {
                 kind: AggKind::Sum,
                 column: sum_column,
                 arg: Some(sum_column),
+                never_null: false,
             }],
         },
     }
@@ -302,6 +307,31 @@ fn scalar_sums_never_delete_their_row() {
     assert!(!sql.contains("DELETE"), "{sql}");
     assert!(sql.contains("FROM b d WHERE t.__pgt_row_id = d.__pgt_row_id RETURNING 1)"));
     assert!(sql.ends_with("(SELECT count(*) FROM ins)::text, 0::text"));
+}
+
+#[test]
+fn never_null_arguments_count_non_nulls_by_the_row_count() {
+    let mut plan = sums_plan(vec![0]);
+    if let Shape::Groups { aggs, .. } = &mut plan.shape {
+        aggs[0].never_null = true;
+    }
+    let stmts = differential_apply(
+        &plan,
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(3),
+    );
+    let sql = &stmts[0].sql;
+    // the same aggregate as the row count: no CASE per change row
+    assert!(sql.contains("sum(u.__pgt_w) AS __pgt_dnn_1"), "{sql}");
+    assert!(!sql.contains("IS NOT NULL THEN u.__pgt_w"), "{sql}");
+    // the non-NULL count follows the row count, whatever it held before
+    assert!(
+        sql.contains("__pgt_nn_1 = (t.__pgt_count + d.__pgt_dc)"),
+        "{sql}"
+    );
 }
 
 #[test]
