@@ -79,14 +79,7 @@ fn grouped_apply_keeps_sums_null_when_no_values_remain() {
             ],
         },
     };
-    let stmts = differential_apply(
-        &plan,
-        "t",
-        &[core("SELECT", 1, 1)],
-        &core("FULL", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(1),
-    );
+    let stmts = apply_one_core(&plan, 1);
     let update = stmts.iter().find(|s| s.sql.starts_with("UPDATE")).unwrap();
     assert!(update
         .sql
@@ -115,17 +108,10 @@ fn scalar_extremum_is_recomputed_only_when_listed() {
             }],
         },
     };
-    let stmts = differential_apply(
-        &plan,
-        "t",
-        &[core("SELECT", 1, 1)],
-        &core("F", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(3),
-    );
+    let stmts = apply_one_core(&plan, 3);
     let rescan = stmts
         .iter()
-        .find(|s| s.sql.starts_with("INSERT INTO t") && s.sql.contains("FROM (F) f"))
+        .find(|s| s.sql.starts_with("INSERT INTO t") && s.sql.contains("FROM (FULL) f"))
         .unwrap();
     assert!(
         rescan
@@ -144,14 +130,7 @@ fn recomputed_groups_replace_the_groups_a_change_touches() {
             group_columns: vec![0],
         },
     };
-    let stmts = differential_apply(
-        &plan,
-        "t",
-        &[core("CORE", 1, 1)],
-        &core("F", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(4),
-    );
+    let stmts = apply_one_core(&plan, 4);
     assert!(stmts[0]
         .sql
         .contains("SELECT DISTINCT pgtrickle.pg_trickle_hash_multi(ARRAY[u.c0::text])"));
@@ -224,16 +203,22 @@ fn scalar_aggregates_never_delete_their_row() {
             }],
         },
     };
-    let stmts = differential_apply(
-        &plan,
-        "t",
-        &[core("SELECT", 1, 1)],
-        &core("F", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(1),
-    );
+    let stmts = apply_one_core(&plan, 1);
     assert!(!stmts.iter().any(|s| s.sql.starts_with("DELETE")));
     assert!(stmts[0].sql.contains("HAVING count(*) > 0"));
+}
+
+/// The statements of a differential refresh of one single-relation core
+/// `SELECT` (full core `FULL`, query `Q`) into table `t`.
+fn apply_one_core(plan: &Plan, pgt_id: i64) -> Vec<Statement> {
+    differential_apply(
+        plan,
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(pgt_id),
+    )
 }
 
 fn sums_plan(group_columns: Vec<usize>) -> Plan {
@@ -257,14 +242,7 @@ fn sums_plan(group_columns: Vec<usize>) -> Plan {
 
 #[test]
 fn grouped_apply_without_extremum_is_one_statement() {
-    let stmts = differential_apply(
-        &sums_plan(vec![0]),
-        "t",
-        &[core("SELECT", 1, 1)],
-        &core("FULL", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(3),
-    );
+    let stmts = apply_one_core(&sums_plan(vec![0]), 3);
     assert_eq!(stmts.len(), 1, "{stmts:?}");
     let sql = &stmts[0].sql;
     assert_eq!(stmts[0].tally, Tally::Counts);
@@ -294,14 +272,7 @@ fn grouped_apply_without_extremum_is_one_statement() {
 
 #[test]
 fn scalar_sums_never_delete_their_row() {
-    let stmts = differential_apply(
-        &sums_plan(vec![]),
-        "t",
-        &[core("SELECT", 1, 1)],
-        &core("FULL", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(3),
-    );
+    let stmts = apply_one_core(&sums_plan(vec![]), 3);
     assert_eq!(stmts.len(), 1);
     let sql = &stmts[0].sql;
     assert!(!sql.contains("DELETE"), "{sql}");
@@ -315,14 +286,7 @@ fn never_null_arguments_count_non_nulls_by_the_row_count() {
     if let Shape::Groups { aggs, .. } = &mut plan.shape {
         aggs[0].never_null = true;
     }
-    let stmts = differential_apply(
-        &plan,
-        "t",
-        &[core("SELECT", 1, 1)],
-        &core("FULL", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(3),
-    );
+    let stmts = apply_one_core(&plan, 3);
     let sql = &stmts[0].sql;
     // the same aggregate as the row count: no CASE per change row
     assert!(sql.contains("sum(u.__pgt_w) AS __pgt_dnn_1"), "{sql}");
@@ -404,14 +368,7 @@ fn group_row_ids_hash_each_key_in_its_form() {
         "{}",
         stmts[0].sql
     );
-    let apply = differential_apply(
-        &plan,
-        "t",
-        &[core("CORE", 1, 1)],
-        &core("FULL", 1, 1),
-        "Q",
-        &Scratch::for_stream_table(3),
-    );
+    let apply = apply_one_core(&plan, 3);
     assert!(apply[0].sql.contains(
         "pgtrickle.pg_trickle_hash_multi(ARRAY[pg_catalog.hashtextextended(u.c0, 0)::text, \
          pg_catalog.encode(pg_catalog.timestamptz_send(u.c1), 'hex')]) AS __pgt_row_id"
