@@ -188,12 +188,15 @@ pub fn run_kept(
     want_rows: bool,
 ) -> (u64, Rows) {
     let _conn = Connection::open();
-    if let Some(plan) = KEPT_PLANS.with(|kept| kept.borrow().get(sql).map(|p| p.0)) {
+    // The parameter types are part of what was prepared.
+    let types: Vec<pg_sys::Oid> = params.iter().map(|p| p.type_oid).collect();
+    let key = format!("{types:?} {sql}");
+    if let Some(plan) = KEPT_PLANS.with(|kept| kept.borrow().get(&key).map(|p| p.0)) {
         let _running = Running::start();
         return unsafe { execute_plan(plan, sql, params, snapshot, want_rows) };
     }
     let c_sql = CString::new(sql).expect("SQL text contains a NUL byte");
-    let mut types: Vec<pg_sys::Oid> = params.iter().map(|p| p.type_oid).collect();
+    let mut types = types;
     unsafe {
         // Always the generic plan: a custom one would be planned again at
         // every call, which is what keeping the plan is to avoid.
@@ -222,7 +225,7 @@ pub fn run_kept(
             });
         }
         pg_sys::SPI_keepplan(plan);
-        KEPT_PLANS.with(|kept| kept.borrow_mut().insert(sql.to_string(), KeptPlan(plan)));
+        KEPT_PLANS.with(|kept| kept.borrow_mut().insert(key, KeptPlan(plan)));
         let _running = Running::start();
         execute_plan(plan, sql, params, snapshot, want_rows)
     }

@@ -507,6 +507,15 @@ unsafe fn not_null_column(q: *mut pg_sys::Query, expr: *mut pg_sys::Node) -> boo
         return false;
     }
     let rel = pgrx::PgRelation::open((*rte).relid);
+    // The children of an inheritance parent may drop the constraint
+    // (partitions cannot).
+    let form = rel.rd_rel;
+    if (*rte).inh
+        && (*form).relhassubclass
+        && (*form).relkind != pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char
+    {
+        return false;
+    }
     let index = (*var).varattno as usize - 1;
     let desc = rel.tuple_desc();
     let declared = desc

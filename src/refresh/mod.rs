@@ -101,9 +101,11 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
     );
     let start_time = start[0][0].clone().expect("clock");
     let wrote_before = start[0][1].is_some();
-    let snapshot = PinnedSnapshot::take();
     let owner = st.owner();
     let analysis = analyze(&st.defining_query)?;
+    // After the analysis, which locks the sources: the catalog it read
+    // (a NOT NULL constraint, say) then holds for the data this snapshot sees.
+    let snapshot = PinnedSnapshot::take();
     let plan = plan_for(&analysis);
     let requested = if st.refresh_mode == "FULL" || !plan.is_differential() {
         "FULL"

@@ -96,8 +96,9 @@ fn add_nullable(a: &str, b: &str) -> String {
 }
 
 /// `a - b` for partial sums that may be NULL (no rows), NULL when both are.
+/// `b * -1`, not `-b`: `money` has no unary minus.
 fn sub_nullable(a: &str, b: &str) -> String {
-    format!("CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN -({b}) ELSE {a} - {b} END")
+    format!("CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN ({b}) * -1 ELSE {a} - {b} END")
 }
 
 /// The weight of a core's output row: the product of its relations'

@@ -265,7 +265,7 @@ fn grouped_apply_without_extremum_is_one_statement() {
     // rows weighted -1 are summed apart and subtracted once per group
     assert!(sql.contains(
         "CASE WHEN sum(u.c1) FILTER (WHERE u.__pgt_w < 0) IS NULL THEN sum(u.c1) FILTER (WHERE u.__pgt_w > 0) \
-         WHEN sum(u.c1) FILTER (WHERE u.__pgt_w > 0) IS NULL THEN -(sum(u.c1) FILTER (WHERE u.__pgt_w < 0)) \
+         WHEN sum(u.c1) FILTER (WHERE u.__pgt_w > 0) IS NULL THEN (sum(u.c1) FILTER (WHERE u.__pgt_w < 0)) * -1 \
          ELSE sum(u.c1) FILTER (WHERE u.__pgt_w > 0) - sum(u.c1) FILTER (WHERE u.__pgt_w < 0) END"
     ), "{sql}");
 }
