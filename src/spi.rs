@@ -231,29 +231,34 @@ pub fn run_kept(
     }
 }
 
-/// `query` through a kept plan (see `run_kept`), when
-/// `pg_trickle.use_prepared_statements` is on.
+/// A query through a kept plan (see `run_kept`) when
+/// `pg_trickle.use_prepared_statements` is on, planned anew otherwise.
+fn query_maybe_kept(sql: &str, snapshot: Option<&PinnedSnapshot>) -> Rows {
+    if crate::config::USE_PREPARED_STATEMENTS.get() {
+        run_kept(sql, &[], snapshot, true).1
+    } else {
+        run(sql, snapshot, true).1
+    }
+}
+
+/// `query`, through a kept plan when the setting allows.
 pub fn query_kept(sql: &str) -> Rows {
-    if crate::config::USE_PREPARED_STATEMENTS.get() {
-        run_kept(sql, &[], None, true).1
-    } else {
-        query(sql)
-    }
+    query_maybe_kept(sql, None)
 }
 
-/// `query_at` through a kept plan (see `query_kept`).
+/// `query_at`, through a kept plan when the setting allows.
 pub fn query_at_kept(sql: &str, snapshot: &PinnedSnapshot) -> Rows {
-    if crate::config::USE_PREPARED_STATEMENTS.get() {
-        run_kept(sql, &[], Some(snapshot), true).1
-    } else {
-        query_at(sql, snapshot)
-    }
+    query_maybe_kept(sql, Some(snapshot))
 }
 
-/// `query_value` through a kept plan (see `query_kept`).
+/// `query_value`, through a kept plan when the setting allows.
 pub fn query_value_kept(sql: &str) -> Option<String> {
-    query_kept(sql)
-        .into_iter()
+    first_value(query_kept(sql))
+}
+
+/// The first column of the first row, if any.
+fn first_value(rows: Rows) -> Option<String> {
+    rows.into_iter()
         .next()
         .and_then(|r| r.into_iter().next().flatten())
 }
@@ -270,10 +275,7 @@ pub fn query(sql: &str) -> Rows {
 
 /// The first column of the first row, if any.
 pub fn query_value(sql: &str) -> Option<String> {
-    query(sql)
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next().flatten())
+    first_value(query(sql))
 }
 
 /// Runs a statement as of `snapshot` (plus this transaction's own writes).

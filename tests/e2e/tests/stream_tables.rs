@@ -1043,6 +1043,36 @@ fn last_action(client: &mut Client, name: &str) -> String {
         .get(0)
 }
 
+/// Whether the server is PostgreSQL 18 or later.
+fn server_is_pg18(client: &mut Client) -> bool {
+    count(
+        client,
+        "SELECT current_setting('server_version_num')::bigint",
+    ) >= 180000
+}
+
+/// Runs each of `steps`, refreshes stream table `st` and checks it against
+/// `query` (and, if `differential`, that the refresh was DIFFERENTIAL).
+fn refresh_after_each(
+    client: &mut Client,
+    st: &str,
+    cols: &str,
+    query: &str,
+    steps: &[&str],
+    differential: bool,
+) {
+    for (i, step) in steps.iter().enumerate() {
+        client.batch_execute(step).unwrap();
+        client
+            .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+            .unwrap();
+        if differential {
+            assert_eq!(last_action(client, st), "DIFFERENTIAL", "step {i}: {step}");
+        }
+        assert_eq!(difference(client, cols, st, query), 0, "step {i}: {step}");
+    }
+}
+
 #[test]
 fn kept_plans_follow_changes_of_what_they_read() {
     // One session refreshes throughout, so the plans it keeps for the
@@ -1114,10 +1144,7 @@ fn aggregates_of_not_null_columns_follow_constraint_changes() {
         .unwrap();
     let query =
         "SELECT g, sum(v) AS s, count(v) AS c, avg(v) AS a, count(*) AS n FROM m GROUP BY g";
-    let pg18 = count(
-        &mut client,
-        "SELECT current_setting('server_version_num')::bigint",
-    ) >= 180000;
+    let pg18 = server_is_pg18(&mut client);
     let steps = [
         "UPDATE m SET v = coalesce(v, 0) WHERE id % 2 = 0",
         "UPDATE m SET v = 7 WHERE v IS NULL; ALTER TABLE m ALTER COLUMN v SET NOT NULL",
@@ -1126,17 +1153,7 @@ fn aggregates_of_not_null_columns_follow_constraint_changes() {
         "DELETE FROM m WHERE g = 2 AND v IS NOT NULL",
         "INSERT INTO m VALUES (100, 2, 5), (101, 2, NULL)",
     ];
-    for (i, step) in steps.iter().enumerate() {
-        client.batch_execute(step).unwrap();
-        client
-            .batch_execute("SELECT pgtrickle.refresh_stream_table('ms')")
-            .unwrap();
-        assert_eq!(
-            difference(&mut client, "g, s, c, a, n", "ms", query),
-            0,
-            "step {i}: {step}"
-        );
-    }
+    refresh_after_each(&mut client, "ms", "g, s, c, a, n", query, &steps, false);
     if pg18 {
         // NULLs stay under a NOT VALID NOT NULL constraint.
         client
@@ -1184,23 +1201,14 @@ fn sums_of_every_summable_type_are_maintained() {
         "DELETE FROM s WHERE g = 1",
         "INSERT INTO s VALUES (100, 1, 1, 2, 3, 4.5, 5.5, 6.5, 7.25, '1 day')",
     ];
-    for (i, step) in steps.iter().enumerate() {
-        client.batch_execute(step).unwrap();
-        client
-            .batch_execute("SELECT pgtrickle.refresh_stream_table('ss')")
-            .unwrap();
-        assert_eq!(last_action(&mut client, "ss"), "DIFFERENTIAL", "step {i}");
-        assert_eq!(
-            difference(
-                &mut client,
-                "g, a, b, c, d, e, f, h, j, k, l, o, p",
-                "ss",
-                query
-            ),
-            0,
-            "step {i}: {step}"
-        );
-    }
+    refresh_after_each(
+        &mut client,
+        "ss",
+        "g, a, b, c, d, e, f, h, j, k, l, o, p",
+        query,
+        &steps,
+        true,
+    );
 }
 
 #[test]
@@ -1210,11 +1218,7 @@ fn not_null_of_an_inheritance_parent_does_not_hold_for_its_children() {
     let (_cluster, mut client) = cluster_with_extension();
     // PostgreSQL 18 keeps an inherited NOT NULL in the children; a NO
     // INHERIT one stays with the parent.
-    let tables = if count(
-        &mut client,
-        "SELECT current_setting('server_version_num')::bigint",
-    ) >= 180000
-    {
+    let tables = if server_is_pg18(&mut client) {
         "CREATE TABLE p (id int PRIMARY KEY, g int, v int NOT NULL NO INHERIT);
          CREATE TABLE c () INHERITS (p);"
     } else {
@@ -1232,19 +1236,10 @@ fn not_null_of_an_inheritance_parent_does_not_hold_for_its_children() {
         )
         .unwrap();
     let query = "SELECT g, count(v) AS c, sum(v) AS s, avg(v) AS a FROM p GROUP BY g";
-    for step in [
+    let steps = [
         "INSERT INTO p VALUES (4, 1, 4), (5, 2, 3)",
         "DELETE FROM p WHERE id = 5",
         "UPDATE p SET v = v + 1",
-    ] {
-        client.batch_execute(step).unwrap();
-        client
-            .batch_execute("SELECT pgtrickle.refresh_stream_table('pc')")
-            .unwrap();
-        assert_eq!(
-            difference(&mut client, "g, c, s, a", "pc", query),
-            0,
-            "{step}"
-        );
-    }
+    ];
+    refresh_after_each(&mut client, "pc", "g, c, s, a", query, &steps, false);
 }
