@@ -231,10 +231,33 @@ pub fn run_kept(
     }
 }
 
+/// Whether statements run through kept plans
+/// (`pg_trickle.use_prepared_statements`).
+pub fn keeps_plans() -> bool {
+    crate::config::USE_PREPARED_STATEMENTS.get()
+}
+
+/// Runs a statement with parameters as of `snapshot`, planned for this
+/// call only.
+pub fn run_with_params(sql: &str, params: &[Param], snapshot: &PinnedSnapshot) -> (u64, Rows) {
+    let _conn = Connection::open();
+    let c_sql = CString::new(sql).expect("SQL text contains a NUL byte");
+    let mut types: Vec<pg_sys::Oid> = params.iter().map(|p| p.type_oid).collect();
+    unsafe {
+        let plan = pg_sys::SPI_prepare(c_sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
+        if plan.is_null() {
+            pgrx::error!("pg_trickle: could not prepare internal statement: {sql}");
+        }
+        let result = execute_plan(plan, sql, params, Some(snapshot), false);
+        pg_sys::SPI_freeplan(plan);
+        result
+    }
+}
+
 /// A query through a kept plan (see `run_kept`) when
 /// `pg_trickle.use_prepared_statements` is on, planned anew otherwise.
 fn query_maybe_kept(sql: &str, snapshot: Option<&PinnedSnapshot>) -> Rows {
-    if crate::config::USE_PREPARED_STATEMENTS.get() {
+    if keeps_plans() {
         run_kept(sql, &[], snapshot, true).1
     } else {
         run(sql, snapshot, true).1

@@ -1,7 +1,7 @@
 //! Parse and analyse a defining query with PostgreSQL's own parser and
 //! analyser, and decide how it can be maintained.
 
-use super::plan::{Agg, AggKind, Column, Shape, Unsupported};
+use super::plan::{Agg, AggKind, Column, NonFinite, Shape, Unsupported};
 use crate::error::{PgtError, PgtResult};
 use pgrx::pg_sys::{self, NodeTag, Oid};
 use pgrx::{is_a, PgList};
@@ -588,6 +588,16 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
     let outer_join = has_outer_join((*q).jointree as *mut pg_sys::Node);
     for (kind, column, arg) in aggs {
         let never_null = !outer_join && arg.is_some_and(|a| not_null_column(q, a));
+        let non_finite = match (&kind, arg) {
+            (AggKind::Sum | AggKind::Avg { .. }, Some(a)) => match pg_sys::exprType(a) {
+                pg_sys::FLOAT4OID | pg_sys::FLOAT8OID | pg_sys::NUMERICOID => {
+                    NonFinite::NanOrInfinity
+                }
+                pg_sys::INTERVALOID => NonFinite::Infinity,
+                _ => NonFinite::None,
+            },
+            _ => NonFinite::None,
+        };
         let arg_index = arg.map(|a| {
             targets.push(a);
             targets.len() - 1
@@ -597,6 +607,7 @@ unsafe fn grouped_block(q: *mut pg_sys::Query) -> Result<(Shape, Vec<Block>), Un
             column,
             arg: arg_index,
             never_null,
+            non_finite,
         });
     }
     let block = Block {

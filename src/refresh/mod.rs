@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, PgtError, PgtResult};
 use crate::spi::{self, PinnedSnapshot};
 use cleanup::Cleanup;
 use frontier::Frontier;
-use pgrx::pg_sys::Oid;
+use pgrx::pg_sys::{self, Oid};
 use pgtrickle_core::quote::literal;
 use std::collections::BTreeMap;
 use window::SourceWindow;
@@ -313,11 +313,29 @@ fn run(
 ) -> RowCounts {
     let mut hints = hints::PlannerHints::start();
     let mut tally = (0, 0, None);
+    // Groups a delta statement listed for recomputation (`bigint[]`).
+    let mut listed: Option<String> = None;
     for statement in statements {
+        let listed_param;
+        let params = if statement.for_listed_groups {
+            let Some(list) = &listed else {
+                continue;
+            };
+            listed_param = [spi::Param {
+                type_oid: pg_sys::INT8ARRAYOID,
+                value: Some(list.clone()),
+            }];
+            Some(&listed_param[..])
+        } else {
+            params
+        };
         hints.prepare(statement, differential);
         let want_rows = statement.tally == Tally::Counts;
         let (processed, rows) = match params {
-            Some(params) => spi::run_kept(&statement.sql, params, Some(snapshot), want_rows),
+            Some(params) if spi::keeps_plans() || !statement.for_listed_groups => {
+                spi::run_kept(&statement.sql, params, Some(snapshot), want_rows)
+            }
+            Some(params) => spi::run_with_params(&statement.sql, params, snapshot),
             None if want_rows => (0, spi::query_at(&statement.sql, snapshot)),
             None => (spi::execute_at(&statement.sql, snapshot), Vec::new()),
         };
@@ -332,6 +350,7 @@ fn run(
             };
             tally.0 += count(1);
             tally.1 += count(2);
+            listed = row.get(3).cloned().flatten();
             count(0)
         } else {
             processed as i64
@@ -357,6 +376,7 @@ fn full_statements(
         sql: format!("DELETE FROM {table}"),
         tally: Tally::Deleted,
         reads_sources: false,
+        for_listed_groups: false,
     }];
     match (&plan.shape, &analysis.differential) {
         (Shape::FullOnly, _) | (Shape::RecomputedGroups { .. }, _) | (_, Err(_)) => {

@@ -115,7 +115,7 @@ pub enum Kind {
     Pk { max: i64 },
     /// `int`, values `lo..=hi`.
     Int { lo: i64, hi: i64 },
-    /// `numeric(12,2)`, whole part `lo..=hi`, a few fractions.
+    /// `numeric(12,2)`, whole part `lo..=hi`, a few fractions, and NaN.
     Num { lo: i64, hi: i64 },
     /// `text`, one of `choices` (may include `''`).
     Text { choices: Vec<&'static str> },
@@ -257,6 +257,8 @@ fn value_literal(rng: &mut Rng, col: &Column) -> String {
     match &col.kind {
         Kind::Pk { max } => rng.range(1, *max).to_string(),
         Kind::Int { lo, hi } => rng.range(*lo, *hi).to_string(),
+        // NaN now and then: sums must let it go again.
+        Kind::Num { .. } if rng.pct(3) => "'NaN'".to_string(),
         Kind::Num { lo, hi } => {
             let whole = rng.range(*lo, *hi);
             let frac = *rng.pick(&[0, 0, 0, 25, 50, 5, 99]);

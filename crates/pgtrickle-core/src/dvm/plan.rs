@@ -79,6 +79,24 @@ pub struct Agg {
     /// joins): its non-NULL count is the group's row count, with no count
     /// of its own to compute per change row.
     pub never_null: bool,
+    /// Values of the summed type that a running sum cannot let go of
+    /// (sum and avg only).
+    pub non_finite: NonFinite,
+}
+
+/// Values a sum cannot subtract again: `Infinity - Infinity` is NaN, and
+/// NaN stays NaN. A group whose stored sum is one of them after a
+/// differential refresh is recomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Integers and money.
+    None,
+    /// `float4`, `float8`, `numeric`: NaN and ±Infinity, whose arithmetic
+    /// yields NaN rather than an error.
+    NanOrInfinity,
+    /// `interval` (infinite since PostgreSQL 17): adding opposite
+    /// infinities is an error, so the arithmetic on sums is guarded.
+    Infinity,
 }
 
 /// How the stream table is maintained.

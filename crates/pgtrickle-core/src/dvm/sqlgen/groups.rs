@@ -230,14 +230,15 @@ pub(super) fn groups_apply(
         // row (and no overflow negating the smallest integer).
         let summed = |value: &dyn Fn(&str) -> String| {
             let signed = |v: &str, w: &str| {
-                sub_nullable(
+                sub_sums(
                     &format!("sum({v}) FILTER (WHERE {w} > 0)"),
                     &format!("sum({v}) FILTER (WHERE {w} < 0)"),
+                    agg.non_finite,
                 )
             };
             let new = signed(&value(&a), "u.__pgt_w");
             match &old {
-                Some(o) => add_nullable(&new, &signed(&value(o), "u.__pgt_wo")),
+                Some(o) => add_sums(&new, &signed(&value(o), "u.__pgt_wo"), agg.non_finite),
                 None => new,
             }
         };
@@ -299,14 +300,27 @@ pub(super) fn groups_apply(
     if extremum_ctes.is_empty() {
         // One statement: no scratch table to create, analyse and drop. The
         // three writes touch disjoint rows and all see the storage table as
-        // it was before the statement.
+        // it was before the statement. Updated and new groups whose sum is
+        // now NaN or infinite are listed, to be recomputed.
+        let lists = !stored_non_finite(plan, aggs, "").is_empty();
+        let returning = |prefix: &str| {
+            if lists {
+                format!(
+                    "{prefix}{ROW_ID} AS r, ({}) IS TRUE AS nf",
+                    stored_non_finite(plan, aggs, prefix).join(" OR ")
+                )
+            } else {
+                "1".to_string()
+            }
+        };
         let mut writes = vec![format!(
-            "upd AS (UPDATE {table} t SET {sets} FROM b d WHERE t.{ROW_ID} = d.{ROW_ID}{} RETURNING 1)",
+            "upd AS (UPDATE {table} t SET {sets} FROM b d WHERE t.{ROW_ID} = d.{ROW_ID}{} RETURNING {})",
             if scalar {
                 String::new()
             } else {
                 format!(" AND t.{COUNT} + d.__pgt_dc > 0")
-            }
+            },
+            returning("t.")
         )];
         if !scalar {
             writes.push(format!(
@@ -315,12 +329,19 @@ pub(super) fn groups_apply(
             ));
         }
         writes.push(format!(
-            "ins AS ({insert} FROM b d WHERE {new_groups} RETURNING 1)"
+            "ins AS ({insert} FROM b d WHERE {new_groups} RETURNING {})",
+            returning("")
         ));
         ctes.extend(writes);
+        let listed = if lists {
+            ", (SELECT pg_catalog.array_agg(x.r) FROM \
+             (SELECT r FROM upd WHERE nf UNION ALL SELECT r FROM ins WHERE nf) x)::text"
+        } else {
+            ""
+        };
         return vec![stmt(
             format!(
-                "WITH {} SELECT (SELECT count(*) FROM b)::text, (SELECT count(*) FROM ins)::text, {}::text",
+                "WITH {} SELECT (SELECT count(*) FROM b)::text, (SELECT count(*) FROM ins)::text, {}::text{listed}",
                 ctes.join(", "),
                 if scalar { "0" } else { "(SELECT count(*) FROM del)" }
             ),
@@ -341,8 +362,10 @@ pub(super) fn groups_apply(
     )];
     out.push(analyze(&s.delta));
 
-    // Groups whose MIN/MAX lost its current value must be recomputed.
-    let conds: Vec<String> = aggs
+    // Groups whose MIN/MAX lost its current value must be recomputed, and
+    // so must groups (new ones too) whose sum was or becomes NaN or
+    // infinite: their stored sum or its delta is.
+    let mut conds: Vec<String> = aggs
         .iter()
         .filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
         .map(|agg| {
@@ -354,11 +377,16 @@ pub(super) fn groups_apply(
             )
         })
         .collect();
+    conds.extend(stored_non_finite(plan, aggs, "t."));
+    conds.extend(
+        aggs.iter()
+            .filter_map(|agg| non_finite(&format!("d.{}", dsum(agg)), agg.non_finite)),
+    );
     out.push(stmt(
         format!(
             "CREATE TEMP TABLE {rescan} AS SELECT d.{ROW_ID} FROM {delta} d \
-             JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
-             WHERE t.{COUNT} + d.__pgt_dc > 0 AND ({conds})",
+             LEFT JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
+             WHERE coalesce(t.{COUNT}, 0) + d.__pgt_dc > 0 AND ({conds})",
             rescan = s.rescan,
             delta = s.delta,
             conds = conds.join(" OR ")
@@ -415,14 +443,19 @@ fn folded_state(plan: &Plan, aggs: &[Agg]) -> Vec<String> {
                 sets.push(format!(
                     "{col} = CASE WHEN {} > 0 THEN {} END",
                     nn_new(agg),
-                    add_nullable(&format!("t.{col}"), &format!("d.{}", dsum(agg)))
+                    add_sums(
+                        &format!("t.{col}"),
+                        &format!("d.{}", dsum(agg)),
+                        agg.non_finite
+                    )
                 ));
                 sets.push(format!("{} = {}", nonnull_state(agg), nn_new(agg)));
             }
             AggKind::Avg { .. } => {
-                let sum = add_nullable(
+                let sum = add_sums(
                     &format!("t.{}", sum_state(agg)),
                     &format!("d.{}", dsum(agg)),
+                    agg.non_finite,
                 );
                 sets.push(format!(
                     "{} = CASE WHEN {} > 0 THEN {sum} END",
@@ -533,4 +566,47 @@ pub(super) fn rescan_groups(
 pub(super) fn has_extremum(aggs: &[Agg]) -> bool {
     aggs.iter()
         .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+}
+
+/// For each sum or average whose sum can be NaN or infinite, a test of its
+/// stored sum; `prefix` qualifies the storage table's columns.
+fn stored_non_finite(plan: &Plan, aggs: &[Agg], prefix: &str) -> Vec<String> {
+    aggs.iter()
+        .filter_map(|agg| {
+            let column = match agg.kind {
+                AggKind::Sum => ident(&plan.columns[agg.column].name),
+                AggKind::Avg { .. } => sum_state(agg),
+                _ => return None,
+            };
+            non_finite(&format!("{prefix}{column}"), agg.non_finite)
+        })
+        .collect()
+}
+
+/// Statements that recompute, from the full core, the groups the delta
+/// statement listed (`$1`): those whose sum is NaN or infinite.
+pub(super) fn recompute_listed_groups(
+    plan: &Plan,
+    table: &str,
+    full_core: &Core,
+    group_columns: &[usize],
+    aggs: &[Agg],
+) -> Vec<Statement> {
+    let listed = format!("(SELECT pg_catalog.unnest($1::bigint[]) AS {ROW_ID}) l");
+    vec![
+        Statement {
+            for_listed_groups: true,
+            ..stmt(
+                format!("DELETE FROM {table} WHERE {ROW_ID} = ANY ($1::bigint[])"),
+                Tally::Deleted,
+            )
+        },
+        Statement {
+            for_listed_groups: true,
+            ..stmt_reading_sources(
+                groups_insert(plan, table, full_core, group_columns, aggs, Some(&listed)),
+                Tally::Inserted,
+            )
+        },
+    ]
 }

@@ -9,7 +9,8 @@
 //! (inclusion–exclusion when several sources changed).
 
 use super::plan::{
-    nonnull_state, sum_state, Agg, AggKind, Plan, Shape, ANCHOR, COUNT, ROW_ID, SOURCE_ROWS,
+    nonnull_state, sum_state, Agg, AggKind, NonFinite, Plan, Shape, ANCHOR, COUNT, ROW_ID,
+    SOURCE_ROWS,
 };
 use crate::quote::{ident, literal};
 
@@ -22,7 +23,9 @@ mod tests;
 
 pub use anchored::anchored_apply;
 use anchored::anchored_insert;
-use groups::{group_hash, groups_apply, groups_insert, has_extremum, rescan_groups};
+use groups::{
+    group_hash, groups_apply, groups_insert, has_extremum, recompute_listed_groups, rescan_groups,
+};
 use recomputed::{recomputed_apply, recomputed_insert};
 use rows::{rows_apply, rows_full_insert};
 
@@ -49,7 +52,9 @@ pub enum Tally {
     /// Rows of the netted delta (history's `delta_rows`).
     Delta,
     /// A statement that computes the delta and applies it, returning one
-    /// row: delta rows, rows inserted, rows deleted.
+    /// row: delta rows, rows inserted, rows deleted, and (for sums that can
+    /// be NaN or infinite) the row ids of the groups to recompute, as a
+    /// `bigint[]`, NULL when there are none.
     Counts,
 }
 
@@ -60,6 +65,9 @@ pub struct Statement {
     /// Reads the sources' full contents (recomputing groups or anchors), as
     /// opposed to applying a computed delta to the storage table.
     pub reads_sources: bool,
+    /// Runs only when the `Counts` statement before it listed groups to
+    /// recompute; `$1` is that list (`bigint[]`).
+    pub for_listed_groups: bool,
 }
 
 fn stmt(sql: String, tally: Tally) -> Statement {
@@ -67,6 +75,7 @@ fn stmt(sql: String, tally: Tally) -> Statement {
         sql,
         tally,
         reads_sources: false,
+        for_listed_groups: false,
     }
 }
 
@@ -75,6 +84,7 @@ fn stmt_reading_sources(sql: String, tally: Tally) -> Statement {
         sql,
         tally,
         reads_sources: true,
+        for_listed_groups: false,
     }
 }
 
@@ -90,15 +100,46 @@ fn c(i: usize) -> String {
     format!("c{i}")
 }
 
-/// `a IS NULL ? b : b IS NULL ? a : a + b` — adding partial sums.
-fn add_nullable(a: &str, b: &str) -> String {
-    format!("CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} ELSE {a} + {b} END")
+/// `a IS NULL ? b : b IS NULL ? a : a + b` — adding partial sums of
+/// values of kind `nf`.
+fn add_sums(a: &str, b: &str, nf: NonFinite) -> String {
+    format!(
+        "CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} ELSE {} END",
+        guarded(a, "+", b, nf)
+    )
 }
 
 /// `a - b` for partial sums that may be NULL (no rows), NULL when both are.
 /// `b * -1`, not `-b`: `money` has no unary minus.
-fn sub_nullable(a: &str, b: &str) -> String {
-    format!("CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN ({b}) * -1 ELSE {a} - {b} END")
+fn sub_sums(a: &str, b: &str, nf: NonFinite) -> String {
+    format!(
+        "CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN ({b}) * -1 ELSE {} END",
+        guarded(a, "-", b, nf)
+    )
+}
+
+/// `a op b`; for intervals, infinity when either is infinite (adding
+/// opposite infinite intervals is an error), which marks the group for
+/// recomputation.
+fn guarded(a: &str, op: &str, b: &str, nf: NonFinite) -> String {
+    match nf {
+        NonFinite::Infinity => format!(
+            "CASE WHEN pg_catalog.isfinite({a}) AND pg_catalog.isfinite({b}) THEN {a} {op} {b} \
+             ELSE 'infinity'::pg_catalog.interval END"
+        ),
+        NonFinite::None | NonFinite::NanOrInfinity => format!("{a} {op} {b}"),
+    }
+}
+
+/// True when `v`, a sum of kind `nf`, is NaN or infinite (NULL for NULL);
+/// `None` when it cannot be.
+fn non_finite(v: &str, nf: NonFinite) -> Option<String> {
+    match nf {
+        NonFinite::None => None,
+        // NaN sorts above every number, Infinity included.
+        NonFinite::NanOrInfinity => Some(format!("NOT ({v} > '-Infinity' AND {v} < 'Infinity')")),
+        NonFinite::Infinity => Some(format!("NOT pg_catalog.isfinite({v})")),
+    }
 }
 
 /// The weight of a core's output row: the product of its relations'
@@ -235,6 +276,15 @@ pub fn differential_apply(
             aggs,
         } => {
             let mut out = groups_apply(plan, table, cores, group_columns, aggs, scratch);
+            if !has_extremum(aggs) && aggs.iter().any(|a| a.non_finite != NonFinite::None) {
+                out.extend(recompute_listed_groups(
+                    plan,
+                    table,
+                    full_core,
+                    group_columns,
+                    aggs,
+                ));
+            }
             if has_extremum(aggs) {
                 out.extend(rescan_groups(
                     plan,

@@ -69,12 +69,14 @@ fn grouped_apply_keeps_sums_null_when_no_values_remain() {
                     column: 1,
                     arg: Some(1),
                     never_null: false,
+                    non_finite: NonFinite::None,
                 },
                 Agg {
                     kind: AggKind::Min,
                     column: 2,
                     arg: Some(2),
                     never_null: false,
+                    non_finite: NonFinite::None,
                 },
             ],
         },
@@ -105,6 +107,7 @@ fn scalar_extremum_is_recomputed_only_when_listed() {
                 column: 0,
                 arg: Some(0),
                 never_null: false,
+                non_finite: NonFinite::None,
             }],
         },
     };
@@ -200,6 +203,7 @@ fn scalar_aggregates_never_delete_their_row() {
                 column: 0,
                 arg: None,
                 never_null: false,
+                non_finite: NonFinite::None,
             }],
         },
     };
@@ -235,6 +239,7 @@ fn sums_plan(group_columns: Vec<usize>) -> Plan {
                 column: sum_column,
                 arg: Some(sum_column),
                 never_null: false,
+                non_finite: NonFinite::None,
             }],
         },
     }
@@ -294,6 +299,66 @@ fn never_null_arguments_count_non_nulls_by_the_row_count() {
     // the non-NULL count follows the row count, whatever it held before
     assert!(
         sql.contains("__pgt_nn_1 = (t.__pgt_count + d.__pgt_dc)"),
+        "{sql}"
+    );
+}
+
+fn with_non_finite(mut plan: Plan, nf: NonFinite) -> Plan {
+    if let Shape::Groups { aggs, .. } = &mut plan.shape {
+        aggs[0].non_finite = nf;
+    }
+    plan
+}
+
+#[test]
+fn groups_whose_sum_turns_nan_or_infinite_are_listed_and_recomputed() {
+    let stmts = apply_one_core(
+        &with_non_finite(sums_plan(vec![0]), NonFinite::NanOrInfinity),
+        3,
+    );
+    assert_eq!(stmts.len(), 3, "{stmts:?}");
+    let sql = &stmts[0].sql;
+    // updated and inserted groups report whether their new sum is finite
+    assert!(
+        sql.contains("RETURNING t.__pgt_row_id AS r, (NOT (t.\"s\" > '-Infinity' AND t.\"s\" < 'Infinity')) IS TRUE AS nf)"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("RETURNING __pgt_row_id AS r, (NOT (\"s\" > '-Infinity' AND \"s\" < 'Infinity')) IS TRUE AS nf)"),
+        "{sql}"
+    );
+    assert!(sql.ends_with(
+        "(SELECT pg_catalog.array_agg(x.r) FROM (SELECT r FROM upd WHERE nf UNION ALL SELECT r FROM ins WHERE nf) x)::text"
+    ));
+    // only those groups are recomputed, from the full core
+    assert!(stmts[1..].iter().all(|s| s.for_listed_groups));
+    assert_eq!(
+        stmts[1].sql,
+        "DELETE FROM t WHERE __pgt_row_id = ANY ($1::bigint[])"
+    );
+    assert!(stmts[2].reads_sources);
+    assert!(
+        stmts[2].sql.contains("FROM (FULL) f WHERE pgtrickle.pg_trickle_hash_multi(ARRAY[f.c0::text]) IN \
+             (SELECT __pgt_row_id FROM (SELECT pg_catalog.unnest($1::bigint[]) AS __pgt_row_id) l) GROUP BY f.c0"),
+        "{}",
+        stmts[2].sql
+    );
+    // sums of integers cannot be NaN or infinite: nothing to list
+    let plain = apply_one_core(&sums_plan(vec![0]), 3);
+    assert_eq!(plain.len(), 1);
+    assert!(!plain[0].sql.contains("nf"));
+}
+
+#[test]
+fn sums_of_intervals_do_not_add_opposite_infinities() {
+    let stmts = apply_one_core(&with_non_finite(sums_plan(vec![0]), NonFinite::Infinity), 3);
+    let sql = &stmts[0].sql;
+    assert!(sql.contains(
+        "CASE WHEN pg_catalog.isfinite(t.\"s\") AND pg_catalog.isfinite(d.__pgt_dsum_1) THEN t.\"s\" + d.__pgt_dsum_1 \
+         ELSE 'infinity'::pg_catalog.interval END"
+    ), "{sql}");
+    assert!(
+        sql.contains("(NOT pg_catalog.isfinite(t.\"s\")) IS TRUE AS nf"),
         "{sql}"
     );
 }
