@@ -89,7 +89,7 @@ unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) 
         }
         let name = name_of(sattr);
         by_name.insert(pgtrickle_core::buffer::old_column(&name), Fill::Old(s));
-        by_name.insert(name, Fill::Source(s));
+        by_name.insert(pgtrickle_core::buffer::value_column(&name), Fill::Source(s));
     }
     let mut out = Vec::with_capacity((*buffer_desc).natts as usize);
     for b in 0..(*buffer_desc).natts as usize {

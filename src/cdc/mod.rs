@@ -15,7 +15,7 @@ mod capture;
 use crate::config;
 use crate::spi;
 use pgrx::pg_sys::{self, Oid};
-use pgtrickle_core::buffer::old_column;
+use pgtrickle_core::buffer::{old_column, value_column, OWN_COLUMNS};
 use pgtrickle_core::quote::{ident, literal, qualified};
 use std::ffi::CString;
 
@@ -245,13 +245,18 @@ fn create_capture(source: Oid) -> CdcObjects {
     }
     let source_columns = columns(source);
     let pairs = old_values_fit(source, 4 + 2 * source_columns.len() as i64);
+    refuse_colliding_columns(source, &source_columns);
     let defs: Vec<String> = source_columns
         .iter()
         .map(|(n, t)| {
             if pairs {
-                format!(", {} {t}, {} {t}", ident(n), ident(&old_column(n)))
+                format!(
+                    ", {} {t}, {} {t}",
+                    ident(&value_column(n)),
+                    ident(&old_column(n))
+                )
             } else {
-                format!(", {} {t}", ident(n))
+                format!(", {} {t}", ident(&value_column(n)))
             }
         })
         .collect();
@@ -307,18 +312,39 @@ fn c_capture_installed() -> bool {
 
 /// Source columns the buffer also has, quoted, in the source's order: what
 /// the PL/pgSQL row capture copies.
-fn captured_columns(source: Oid, objects: &CdcObjects) -> Vec<String> {
-    spi::query(&format!(
-        "SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a \
-           JOIN pg_catalog.pg_attribute b ON b.attrelid = {buffer}::regclass AND b.attname = a.attname \
-                AND NOT b.attisdropped AND b.attnum > 0 \
-          WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        buffer = literal(&objects.buffer_name()),
-        oid = source.to_u32()
-    ))
-    .into_iter()
-    .filter_map(|r| r.into_iter().next().flatten())
-    .collect()
+/// The source columns the buffer has a value column for, in attribute
+/// order: (source column, buffer column), both quoted.
+fn captured_columns(source: Oid, objects: &CdcObjects) -> Vec<(String, String)> {
+    let buffer = objects.buffer_name();
+    columns(source)
+        .into_iter()
+        .filter(|(n, _)| buffer_has_column(&buffer, &value_column(n)))
+        .map(|(n, _)| (ident(&n), ident(&value_column(&n))))
+        .collect()
+}
+
+/// Refuses a source two of whose columns would need the same buffer
+/// column: one named `__pgt_old_<c>` or `__pgt_new_<c>` next to a column
+/// `<c>`.
+fn refuse_colliding_columns(source: Oid, source_columns: &[(String, String)]) {
+    let mut taken: std::collections::HashMap<String, String> = OWN_COLUMNS
+        .iter()
+        .map(|c| (c.to_string(), "the change buffer itself".to_string()))
+        .collect();
+    for (n, _) in source_columns {
+        for column in [value_column(n), old_column(n)] {
+            if let Some(other) = taken.insert(column.clone(), format!("column \"{n}\"")) {
+                crate::error::PgtError::invalid(format!(
+                    "column \"{n}\" of table {} needs the change buffer column \"{column}\", \
+                     which {other} needs too",
+                    source_name(source)
+                ))
+                .with_detail("Names starting with __pgt_ are pg_trickle's internal columns.")
+                .with_hint("Rename the column.")
+                .raise();
+            }
+        }
+    }
 }
 
 /// (function, body) of the PL/pgSQL capture functions: the TRUNCATE
@@ -337,22 +363,21 @@ END
         ),
     )];
     if !c_rows {
-        let cols: String = captured_columns(source, objects)
-            .iter()
-            .map(|c| format!(", {c}"))
-            .collect();
+        let captured = captured_columns(source, objects);
+        let cols: String = captured.iter().map(|(c, _)| format!(", {c}")).collect();
+        let into: String = captured.iter().map(|(_, b)| format!(", {b}")).collect();
         bodies.push((
             qualified(&objects.schema, &objects.function),
             format!(
                 "
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {buffer} (action{cols}) SELECT 'I'{cols} FROM __pgt_new;
+        INSERT INTO {buffer} (action{into}) SELECT 'I'{cols} FROM __pgt_new;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO {buffer} (action{cols})
+        INSERT INTO {buffer} (action{into})
         SELECT 'D'{cols} FROM __pgt_old UNION ALL SELECT 'I'{cols} FROM __pgt_new;
     ELSE
-        INSERT INTO {buffer} (action{cols}) SELECT 'D'{cols} FROM __pgt_old;
+        INSERT INTO {buffer} (action{into}) SELECT 'D'{cols} FROM __pgt_old;
     END IF;
     RETURN NULL;
 END
@@ -603,18 +628,18 @@ pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) 
     // has its old-value column.
     let keeps_old_values = columns(source)
         .iter()
-        .filter(|(n, _)| has(n))
+        .filter(|(n, _)| has(&value_column(n)))
         .all(|(n, _)| has(&old_column(n)));
     // Each source column has two buffer columns: its value, and its old
     // value in updates.
-    let pair = |name: &str| [name.to_string(), old_column(name)];
+    let pair = |name: &str| [value_column(name), old_column(name)];
     for change in changes {
         match change {
             ColumnChange::Added { name, type_sql } => {
-                if !has(name) {
+                if !has(&value_column(name)) {
                     spi::execute(&format!(
                         "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
-                        ident(name)
+                        ident(&value_column(name))
                     ));
                 }
                 // Its old value too, if the buffer keeps old values (else

@@ -15,7 +15,7 @@ use crate::error::PgtResult;
 use crate::refresh::frontier::WINDOW_PARAM_TYPES;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
-use pgtrickle_core::buffer::old_column;
+use pgtrickle_core::buffer::{old_column, value_column};
 use pgtrickle_core::dvm::plan::ValueForm;
 use pgtrickle_core::quote::{ident, qualified};
 use std::collections::HashMap;
@@ -137,7 +137,7 @@ pub fn deleted_identities(
 ) -> String {
     let deletes = format!(
         "SELECT {} FROM {buffer} r WHERE r.action = 'D' AND {window}",
-        identity_of(shape, |c| format!("r.{}", ident(c)))
+        identity_of(shape, |c| format!("r.{}", ident(&value_column(c))))
     );
     if !holds_old_values {
         return deletes;
@@ -149,12 +149,13 @@ pub fn deleted_identities(
 }
 
 pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant) -> String {
-    let new = |c: &str| format!("r.{}", ident(c));
+    let source = |c: &str| format!("r.{}", ident(c));
+    let new = |c: &str| format!("r.{}", ident(&value_column(c)));
     match variant {
         Variant::Full => format!(
             "SELECT {}, {} AS __pgt_rid, 1::bigint AS __pgt_w FROM {}{} r",
-            select_list(shape, new),
-            identity_of(shape, new),
+            select_list(shape, source),
+            identity_of(shape, source),
             if rel.inh { "" } else { "ONLY " },
             shape.qualified_name
         ),

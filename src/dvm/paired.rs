@@ -14,7 +14,7 @@ use super::flat::{identity_of, select_list, TableShape, Variant};
 use super::value_form::binary_output_function;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
-use pgtrickle_core::buffer::old_column;
+use pgtrickle_core::buffer::{old_column, value_column};
 use pgtrickle_core::quote::ident;
 
 /// The change window of a table for a paired core: like the delta variant,
@@ -29,7 +29,7 @@ pub(super) fn variant_sql(
     window: &str,
     structural: &[Structural],
 ) -> String {
-    let new = |c: &str| format!("r.{}", ident(c));
+    let new = |c: &str| format!("r.{}", ident(&value_column(c)));
     let old = |c: &str| format!("r.{}", ident(&old_column(c)));
     let same = if structural.is_empty() {
         "true".to_string()

@@ -1,11 +1,26 @@
 //! Names of change-buffer columns.
 //!
-//! A buffer has, for each column of its source, a column of the same name
-//! (the row image of an insert or delete, the new image of an update) and
-//! a column named by [`old_column`] (the old image of an update, when the
-//! update is captured as one row).
+//! A buffer has its own columns (`change_id`, `xid`, `action`,
+//! `captured_at`) and, for each column of its source, a column named by
+//! [`value_column`] (the row image of an insert or delete, the new image of
+//! an update) and one named by [`old_column`] (the old image of an update,
+//! when the update is captured as one row).
 
 const OLD_PREFIX: &str = "__pgt_old_";
+
+/// The buffer's own columns.
+pub const OWN_COLUMNS: [&str; 4] = ["change_id", "xid", "action", "captured_at"];
+
+/// The buffer column holding the value of source column `name`: the same
+/// name, or `__pgt_new_<name>` for a source column named like one of the
+/// buffer's own columns (buffers made before 0.2.0 never had one).
+pub fn value_column(name: &str) -> String {
+    if OWN_COLUMNS.contains(&name) {
+        format!("__pgt_new_{name}")
+    } else {
+        name.to_string()
+    }
+}
 
 /// The buffer column holding the old value of source column `name`:
 /// `__pgt_old_<name>`, or, where that would exceed PostgreSQL's identifier
@@ -23,6 +38,14 @@ pub fn old_column(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_columns_named_like_the_buffers_own_get_a_prefix() {
+        assert_eq!(value_column("amount"), "amount");
+        assert_eq!(value_column("action"), "__pgt_new_action");
+        assert_eq!(value_column("xid"), "__pgt_new_xid");
+        assert_eq!(old_column("action"), "__pgt_old_action");
+    }
 
     #[test]
     fn short_names_get_a_prefix() {

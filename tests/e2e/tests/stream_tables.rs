@@ -1303,6 +1303,108 @@ fn sums_follow_infinities_and_nan_in_and_out_of_groups() {
 }
 
 #[test]
+fn sources_may_have_columns_named_like_the_change_buffers_own() {
+    // A change buffer has columns change_id, xid, action and captured_at of
+    // its own; a source's columns of those names are kept apart.
+    let (_cluster, mut client) = cluster_with_extension();
+    client
+        .batch_execute(
+            "CREATE TABLE audit (id int PRIMARY KEY, action text NOT NULL, xid bigint, change_id int, g int);
+             INSERT INTO audit SELECT i, 'act' || (i % 3), i * 10, i % 4, i % 2 FROM generate_series(1, 20) i;
+             SELECT pgtrickle.create_stream_table('audit_rows',
+                 'SELECT id, action, xid, change_id FROM audit WHERE change_id <> 0', NULL, 'DIFFERENTIAL');
+             SELECT pgtrickle.create_stream_table('audit_by_action',
+                 'SELECT action, count(*) AS n, sum(xid) AS s FROM audit GROUP BY action', NULL, 'DIFFERENTIAL');",
+        )
+        .unwrap();
+    let rows = "SELECT id, action, xid, change_id FROM audit WHERE change_id <> 0";
+    let grouped = "SELECT action, count(*) AS n, sum(xid) AS s FROM audit GROUP BY action";
+    let steps = [
+        "INSERT INTO audit VALUES (21, 'act9', 5, 1, 0)",
+        "UPDATE audit SET action = 'act0' WHERE id % 5 = 0",
+        "UPDATE audit SET xid = xid + 1, change_id = change_id + 1 WHERE id % 3 = 0",
+        "DELETE FROM audit WHERE id % 7 = 0",
+        // a column named like one of the buffer's, added later
+        "ALTER TABLE audit ADD COLUMN captured_at int DEFAULT 3; UPDATE audit SET captured_at = id WHERE id < 5",
+    ];
+    for (st, query, cols) in [
+        ("audit_rows", rows, "id, action, xid, change_id"),
+        ("audit_by_action", grouped, "action, n, s"),
+    ] {
+        assert_eq!(
+            difference(&mut client, cols, st, query),
+            0,
+            "{st} after creation"
+        );
+    }
+    for (i, step) in steps.iter().enumerate() {
+        client.batch_execute(step).unwrap();
+        for (st, query, cols) in [
+            ("audit_rows", rows, "id, action, xid, change_id"),
+            ("audit_by_action", grouped, "action, n, s"),
+        ] {
+            client
+                .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+                .unwrap();
+            if !step.starts_with("ALTER") {
+                assert_eq!(
+                    last_action(&mut client, st),
+                    "DIFFERENTIAL",
+                    "{st}, step {i}: {step}"
+                );
+            }
+            assert_eq!(
+                difference(&mut client, cols, st, query),
+                0,
+                "{st}, step {i}: {step}"
+            );
+        }
+    }
+    // the added column is captured too
+    let late = "SELECT captured_at, count(*) AS n FROM audit GROUP BY captured_at";
+    client
+        .execute(
+            "SELECT pgtrickle.create_stream_table('audit_late', $1, NULL, 'DIFFERENTIAL')",
+            &[&late],
+        )
+        .unwrap();
+    refresh_after_each(
+        &mut client,
+        "audit_late",
+        "captured_at, n",
+        late,
+        &["UPDATE audit SET captured_at = 4 WHERE id % 2 = 0"],
+        true,
+    );
+
+    // Two columns that would need one buffer column: refused, nothing left.
+    client
+        .batch_execute("CREATE TABLE clash (id int PRIMARY KEY, v int, __pgt_old_v int)")
+        .unwrap();
+    let err = client
+        .execute(
+            "SELECT pgtrickle.create_stream_table('clash_st', 'SELECT id, v FROM clash', NULL)",
+            &[],
+        )
+        .unwrap_err();
+    let message = err.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("column \"__pgt_old_v\" of table")
+            && message.contains(
+                "needs the change buffer column \"__pgt_old_v\", which column \"v\" needs too"
+            ),
+        "{message}"
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM pg_class WHERE relname = 'clash_st' OR relname = 'changes_' || 'clash'::regclass::oid"
+        ),
+        0
+    );
+}
+
+#[test]
 fn not_null_of_an_inheritance_parent_does_not_hold_for_its_children() {
     // A child may drop the parent's NOT NULL constraint; the parent's
     // column then yields NULLs through inheritance.
