@@ -118,14 +118,14 @@ fn sub_sums(a: &str, b: &str, nf: NonFinite) -> String {
     )
 }
 
-/// `a op b`; for intervals, infinity when either is infinite (adding
-/// opposite infinite intervals is an error), which marks the group for
-/// recomputation.
+/// `a op b`; for intervals, the infinite operand when either is infinite
+/// (adding opposite infinite intervals is an error), which marks the group
+/// for recomputation. (No `'infinity'` literal: PostgreSQL 15 has none.)
 fn guarded(a: &str, op: &str, b: &str, nf: NonFinite) -> String {
     match nf {
         NonFinite::Infinity => format!(
-            "CASE WHEN pg_catalog.isfinite({a}) AND pg_catalog.isfinite({b}) THEN {a} {op} {b} \
-             ELSE 'infinity'::pg_catalog.interval END"
+            "CASE WHEN NOT pg_catalog.isfinite({a}) THEN {a} \
+             WHEN NOT pg_catalog.isfinite({b}) THEN {b} ELSE {a} {op} {b} END"
         ),
         NonFinite::None | NonFinite::NanOrInfinity => format!("{a} {op} {b}"),
     }
