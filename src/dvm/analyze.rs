@@ -425,6 +425,11 @@ unsafe fn from_items(
                 }
             }
             pg_sys::RTEKind::RTE_SUBQUERY => {
+                if uses_whole_row(q, rtindex) {
+                    return unsupported(
+                        "a whole-row reference to a subquery or view (name its columns instead)",
+                    );
+                }
                 let block = spj_block((*rte).subquery)?;
                 instances.push(Instance::Nested {
                     rtindex,
@@ -452,6 +457,27 @@ unsafe fn from_items(
         }
     }
     Ok(instances)
+}
+
+/// Whether `q` uses the row of its FROM item `rtindex` as a value (`s`,
+/// `s.*` in an expression).
+unsafe fn uses_whole_row(q: *mut pg_sys::Query, rtindex: i32) -> bool {
+    let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+    #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
+    let mut nodes: Vec<*mut pg_sys::Node> = vec![
+        (*q).targetList.cast(),
+        (*q).jointree.cast(),
+        (*q).havingQual,
+    ];
+    // PG18 keeps grouped expressions in the RTE_GROUP entry.
+    #[cfg(feature = "pg18")]
+    for rte in PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable).iter_ptr() {
+        nodes.push((*rte).groupexprs.cast());
+    }
+    for node in nodes {
+        pg_sys::pull_varattnos(node, rtindex as _, &mut attnos);
+    }
+    pg_sys::bms_is_member(-pg_sys::FirstLowInvalidHeapAttributeNumber, attnos)
 }
 
 /// Resolves a PG18 grouping Var (pointing at the RTE_GROUP entry) to the
@@ -644,6 +670,11 @@ unsafe fn aggregate(
         .map(|tle| (*tle).expr as *mut pg_sys::Node)
         .collect();
     let arg = args.first().copied();
+    // A row value counts when it is not NULL itself, while the deltas'
+    // IS NOT NULL (like MIN/MAX's) holds only when all its fields are not.
+    if arg.is_some_and(|a| pg_sys::type_is_rowtype(pg_sys::exprType(a))) {
+        return unsupported(format!("{name}() of a row value"));
+    }
     let kind = match (builtin, name.as_str(), args.len()) {
         (true, "count", 0) if (*agg).aggstar => AggKind::CountStar,
         (true, "count", 1) => AggKind::Count,

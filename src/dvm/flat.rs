@@ -13,8 +13,9 @@ use super::paired::{self, Pairing};
 use super::value_form::identity_form;
 use crate::error::PgtResult;
 use crate::refresh::frontier::WINDOW_PARAM_TYPES;
+use pgrx::pg_sys::NodeTag;
 use pgrx::pg_sys::{self, Oid};
-use pgrx::PgList;
+use pgrx::{PgBox, PgList};
 use pgtrickle_core::buffer::{old_column, value_column};
 use pgtrickle_core::dvm::plan::ValueForm;
 use pgtrickle_core::quote::{ident, qualified};
@@ -45,6 +46,9 @@ pub struct TableShape {
     /// How each attribute enters a row's identity, by attnum like
     /// `attributes`.
     identity_forms: Vec<ValueForm>,
+    /// Type, typmod and collation of each attribute, by attnum (`None` for
+    /// dropped ones), for rebuilding whole-row references.
+    types: Vec<Option<(Oid, i32, Oid)>>,
 }
 
 impl TableShape {
@@ -73,10 +77,17 @@ impl TableShape {
                 }
             })
             .collect();
+        let types = tuple_desc
+            .iter()
+            .map(|att| {
+                (!att.is_dropped()).then_some((att.atttypid, att.atttypmod, att.attcollation))
+            })
+            .collect();
         TableShape {
             qualified_name,
             attributes,
             identity_forms,
+            types,
         }
     }
 }
@@ -190,6 +201,17 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
     }
 }
 
+/// A FROM item of a block replaced by generated SQL.
+struct Replacement {
+    rtindex: i32,
+    sql: String,
+    /// Output column names: the table's attributes (or the nested block's
+    /// outputs), then `__pgt_rid` and `__pgt_w`, then any extra ones.
+    names: Vec<String>,
+    /// The table it stands for (`None` for a nested block).
+    table: Option<TableShape>,
+}
+
 /// Prints cores; caches table shapes across the cores of one refresh.
 #[derive(Default)]
 pub struct Printer {
@@ -257,11 +279,12 @@ impl Printer {
             let variant = variants.next().expect("a variant per table");
             let shape = self.shape(rel.relid).clone();
             if i != pairing.relation {
-                replacements.push((
-                    rel.rtindex,
-                    variant_sql(rel, &shape, variant),
-                    variant_columns(&shape),
-                ));
+                replacements.push(Replacement {
+                    rtindex: rel.rtindex,
+                    sql: variant_sql(rel, &shape, variant),
+                    names: variant_columns(&shape),
+                    table: Some(shape),
+                });
                 continue;
             }
             let Variant::Delta { buffer, window, .. } = variant else {
@@ -271,11 +294,12 @@ impl Printer {
             let mut names = variant_columns(&shape);
             names.extend((1..=shape.attributes.len()).map(|a| format!("__pgt_o_{a}")));
             names.push("__pgt_wo".into());
-            replacements.push((
-                rel.rtindex,
-                paired::variant_sql(&shape, buffer, window, &structural),
+            replacements.push(Replacement {
+                rtindex: rel.rtindex,
+                sql: paired::variant_sql(&shape, buffer, window, &structural),
                 names,
-            ));
+                table: Some(shape),
+            });
         }
         let natts = self
             .shape(block.relations()[pairing.relation].relid)
@@ -290,18 +314,18 @@ impl Printer {
         variants: &mut std::slice::Iter<'_, Variant>,
         keep_where: bool,
     ) -> PgtResult<String> {
-        // Replacement subqueries and their column names, per range-table index.
-        let mut replacements: Vec<(i32, String, Vec<String>)> = Vec::new();
+        let mut replacements = Vec::new();
         for instance in &block.instances {
             match instance {
                 Instance::Relation(rel) => {
                     let variant = variants.next().expect("a variant per table");
                     let shape = self.shape(rel.relid).clone();
-                    replacements.push((
-                        rel.rtindex,
-                        variant_sql(rel, &shape, variant),
-                        variant_columns(&shape),
-                    ));
+                    replacements.push(Replacement {
+                        rtindex: rel.rtindex,
+                        sql: variant_sql(rel, &shape, variant),
+                        names: variant_columns(&shape),
+                        table: Some(shape),
+                    });
                 }
                 Instance::Nested {
                     rtindex,
@@ -327,7 +351,12 @@ impl Printer {
                         (0..inner.targets.len()).map(|i| format!("c{i}")).collect();
                     names.push("__pgt_rid".into());
                     names.push("__pgt_w".into());
-                    replacements.push((*rtindex, sql, names));
+                    replacements.push(Replacement {
+                        rtindex: *rtindex,
+                        sql,
+                        names,
+                        table: None,
+                    });
                 }
             }
         }
@@ -340,9 +369,93 @@ fn c_string(s: &str) -> *mut std::ffi::c_char {
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
+/// What `whole_row_of_table` needs to know of a replaced table.
+struct WholeRow<'a> {
+    table: &'a TableShape,
+    /// The replacement's `__pgt_rid`, NULL exactly where an outer join
+    /// null-extends the table.
+    rid_attno: i16,
+}
+
+/// Rewrites the whole-row references to the table at `rtindex` (`t`, or
+/// `t.*` as a value), which would otherwise be rows of its replacement
+/// with identity and weight, into `ROW(t.a, t.b, ...)::t` over its columns,
+/// NULL where an outer join null-extends the table.
+unsafe fn rebuild_whole_rows(
+    query: *mut pg_sys::Query,
+    rtindex: i32,
+    table: &TableShape,
+) -> *mut pg_sys::Query {
+    let mut whole = WholeRow {
+        table,
+        rid_attno: table.attributes.len() as i16 + 1,
+    };
+    pg_sys::replace_rte_variables(
+        query.cast(),
+        rtindex,
+        0,
+        Some(whole_row_of_table),
+        (&mut whole as *mut WholeRow).cast(),
+        std::ptr::null_mut(),
+    )
+    .cast()
+}
+
+unsafe extern "C-unwind" fn whole_row_of_table(
+    var: *mut pg_sys::Var,
+    context: *mut pg_sys::replace_rte_variables_context,
+) -> *mut pg_sys::Node {
+    if (*var).varattno != 0 {
+        return pg_sys::copyObjectImpl(var.cast()).cast();
+    }
+    let whole = &*((*context).callback_arg as *const WholeRow);
+    let (varno, up) = ((*var).varno, (*var).varlevelsup);
+    // One field per attribute, dropped ones as NULLs, as a RowExpr of a
+    // named type requires.
+    let mut fields = PgList::<pg_sys::Node>::new();
+    for (i, column) in whole.table.types.iter().enumerate() {
+        fields.push(match column {
+            Some((typid, typmod, collation)) => {
+                pg_sys::makeVar(varno, (i + 1) as i16, *typid, *typmod, *collation, up).cast()
+            }
+            None => pg_sys::makeNullConst(pg_sys::INT4OID, -1, Oid::INVALID).cast(),
+        });
+    }
+    let mut row = PgBox::<pg_sys::RowExpr>::alloc_node(NodeTag::T_RowExpr);
+    row.args = fields.into_pg();
+    row.row_typeid = (*var).vartype;
+    // printed with its cast: a bare ROW(...) would be an anonymous record
+    row.row_format = pg_sys::CoercionForm::COERCE_EXPLICIT_CAST;
+    row.location = (*var).location;
+    let mut absent = PgBox::<pg_sys::NullTest>::alloc_node(NodeTag::T_NullTest);
+    absent.arg = pg_sys::makeVar(
+        varno,
+        whole.rid_attno,
+        pg_sys::INT8OID,
+        -1,
+        Oid::INVALID,
+        up,
+    )
+    .cast();
+    absent.nulltesttype = pg_sys::NullTestType::IS_NULL;
+    absent.location = -1;
+    let mut when = PgBox::<pg_sys::CaseWhen>::alloc_node(NodeTag::T_CaseWhen);
+    when.expr = absent.into_pg().cast();
+    when.result = pg_sys::makeNullConst((*var).vartype, -1, Oid::INVALID).cast();
+    when.location = -1;
+    let mut whens = PgList::<pg_sys::CaseWhen>::new();
+    whens.push(when.into_pg());
+    let mut case = PgBox::<pg_sys::CaseExpr>::alloc_node(NodeTag::T_CaseExpr);
+    case.casetype = (*var).vartype;
+    case.args = whens.into_pg();
+    case.defresult = row.into_pg().cast();
+    case.location = -1;
+    case.into_pg().cast()
+}
+
 unsafe fn print_with_replacements(
     block: &Block,
-    replacements: &[(i32, String, Vec<String>)],
+    replacements: &[Replacement],
     keep_where: bool,
     paired: Option<(&Pairing, usize)>,
 ) -> PgtResult<String> {
@@ -352,7 +465,13 @@ unsafe fn print_with_replacements(
     }
     let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
     let mut extra_targets: Vec<(i32, i16)> = Vec::new();
-    for (rtindex, sql, names) in replacements {
+    for Replacement {
+        rtindex,
+        sql,
+        names,
+        ..
+    } in replacements
+    {
         let sub = parse_generated_select(sql, &WINDOW_PARAM_TYPES)?;
         let rte = rtable
             .get_ptr(*rtindex as usize - 1)
@@ -454,6 +573,12 @@ unsafe fn print_with_replacements(
         ));
     }
     (*query).targetList = tlist.into_pg();
+    let mut query = query;
+    for replacement in replacements {
+        if let Some(table) = &replacement.table {
+            query = rebuild_whole_rows(query, replacement.rtindex, table);
+        }
+    }
     (*query).groupClause = std::ptr::null_mut();
     (*query).havingQual = std::ptr::null_mut();
     (*query).hasAggs = false;
