@@ -112,7 +112,7 @@ pub fn schema_diff(name: &str) -> PgtResult<Vec<DiffRow>> {
             &live_columns(relid),
         );
         for change in found {
-            let decision = change.decide(&used);
+            let decision = change.decide(&used, super::reads_whole_row(st.pgt_id, relid));
             let (effect, fix) = effect_and_fix(&st, decision, false);
             rows.push(DiffRow {
                 source: source.clone(),

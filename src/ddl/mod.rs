@@ -5,9 +5,11 @@
 //! brought in line with the table first, so that writes to the source keep
 //! working whatever the DDL did. Then, per dependent stream table: a change
 //! to a column the stream table uses stops it loudly (or, with
-//! `pg_trickle.block_source_ddl`, rejects the DDL); any other column change
-//! makes its next refresh a full one, because row identities cover every
-//! column; constraint, index and default changes need nothing.
+//! `pg_trickle.block_source_ddl`, rejects the DDL); a renamed used column
+//! is followed; a safely widened one makes the next refresh a full one, and
+//! so does any column change when the stream table reads the table's whole
+//! row; other column changes, and constraint, index and default changes,
+//! need nothing (row identities hash only the columns read).
 
 pub mod columns;
 mod decide;
@@ -19,6 +21,7 @@ pub mod wal;
 use crate::catalog;
 use crate::cdc;
 use crate::config;
+use crate::dvm::{identity, tree};
 use crate::error::{ErrorKind, PgtError, PgtResult};
 use crate::spi;
 pub use columns::ColumnChange;
@@ -94,7 +97,8 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                 continue;
             };
             let found = changes(&before, &live);
-            let mut decision = decide(&found, &used);
+            let whole_row = reads_whole_row(pgt_id, source);
+            let mut decision = decide(&found, &used, whole_row);
             let mut reason = None;
             if decision != Decision::Stop {
                 // Renamed tables and columns: the query printed again from
@@ -114,7 +118,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
             } else {
                 let breaking: Vec<String> = found
                     .iter()
-                    .filter(|c| c.decide(&used) == Decision::Stop)
+                    .filter(|c| c.decide(&used, whole_row) == Decision::Stop)
                     .map(|c| c.describe())
                     .collect();
                 reason = Some(stop_message(&st, &table, &breaking.join(" and ")));
@@ -123,7 +127,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                 Decision::Stop => stops.push((pgt_id, reason.clone().unwrap_or_default())),
                 Decision::Reinitialize => {
                     reason = Some(
-                        "its next refresh is a full one: row identities hash every column, or a used column was widened"
+                        "its next refresh is a full one: a used column was widened, or it reads the whole row"
                             .to_string(),
                     );
                     reinit.push(pgt_id);
@@ -136,7 +140,7 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
                     &st,
                     &table,
                     &change.describe(),
-                    change.decide(&used),
+                    change.decide(&used, whole_row),
                     rejected,
                 );
             }
@@ -200,6 +204,14 @@ pub fn source_altered(source: Oid) -> PgtResult<()> {
         }
         Ok(())
     })
+}
+
+/// Whether stream table `pgt_id` reads the whole row of `source`, by its
+/// stored analysed query (assumed when there is none to read).
+fn reads_whole_row(pgt_id: i64, source: Oid) -> bool {
+    catalog::query_tree(pgt_id)
+        .and_then(|text| tree::decode(&text))
+        .is_none_or(|query| identity::reads_whole_row(query, source))
 }
 
 fn parse_json(text: &str) -> serde_json::Value {

@@ -8,7 +8,8 @@
 //! columns. The target list is replaced by the core outputs, and the whole
 //! tree is printed back to SQL with PostgreSQL's `pg_get_querydef`.
 
-use super::analyze::{parse_generated_select, Block, Instance, Relation};
+use super::analyze::{parse_generated_select, Analysis, Block, Instance, Relation};
+use super::identity::{identity_columns, IdentityColumns};
 use super::paired::{self, Pairing};
 use super::value_form::identity_form;
 use crate::error::PgtResult;
@@ -44,16 +45,17 @@ pub struct TableShape {
     pub qualified_name: String,
     pub attributes: Vec<Option<String>>,
     /// How each attribute enters a row's identity, by attnum like
-    /// `attributes`.
-    identity_forms: Vec<ValueForm>,
+    /// `attributes`; `None` for those it leaves out (see `identity`).
+    identity_forms: Vec<Option<ValueForm>>,
     /// Type, typmod and collation of each attribute, by attnum (`None` for
     /// dropped ones), for rebuilding whole-row references.
     types: Vec<Option<(Oid, i32, Oid)>>,
 }
 
 impl TableShape {
-    /// Name and attributes from the relation cache (no query to plan).
-    pub fn load(relid: Oid) -> TableShape {
+    /// Name and attributes from the relation cache (no query to plan);
+    /// `identity` the columns that enter a row's identity.
+    pub fn load(relid: Oid, identity: &IdentityColumns) -> TableShape {
         // SAFETY: the relation is open (and locked) only while it is read
         // here; the refresh holds AccessShareLock on it until commit anyway,
         // from analysing the query that reads it.
@@ -69,12 +71,8 @@ impl TableShape {
         let identity_forms = tuple_desc
             .iter()
             .map(|att| {
-                // a dropped attribute has no type; it is never hashed
-                if att.is_dropped() {
-                    ValueForm::Text
-                } else {
-                    identity_form(att.type_oid().value())
-                }
+                (!att.is_dropped() && identity.includes(att.attnum))
+                    .then(|| identity_form(att.type_oid().value()))
             })
             .collect();
         let types = tuple_desc
@@ -109,13 +107,13 @@ pub(super) fn variant_columns(shape: &TableShape) -> Vec<String> {
 }
 
 /// The identity of a table row: a hash of the values `column` gives for
-/// each live column.
+/// each of its identity columns.
 pub(super) fn identity_of(shape: &TableShape, column: impl Fn(&str) -> String) -> String {
     let parts: Vec<String> = shape
         .attributes
         .iter()
         .zip(&shape.identity_forms)
-        .filter_map(|(c, form)| Some(form.text_of(&column(c.as_deref()?))))
+        .filter_map(|(c, form)| Some(form.as_ref()?.text_of(&column(c.as_deref()?))))
         .collect();
     format!(
         "pgtrickle.pg_trickle_hash_multi(ARRAY[{}]::text[])",
@@ -212,17 +210,26 @@ struct Replacement {
     table: Option<TableShape>,
 }
 
-/// Prints cores; caches table shapes across the cores of one refresh.
-#[derive(Default)]
+/// Prints cores of one defining query; caches table shapes across the
+/// cores of one refresh.
 pub struct Printer {
+    identities: HashMap<Oid, IdentityColumns>,
     shapes: HashMap<Oid, TableShape>,
 }
 
 impl Printer {
+    pub fn new(analysis: &Analysis) -> Printer {
+        Printer {
+            identities: identity_columns(analysis.query),
+            shapes: HashMap::new(),
+        }
+    }
+
     pub fn shape(&mut self, relid: Oid) -> &TableShape {
+        let identity = self.identities.get(&relid).unwrap_or(&IdentityColumns::All);
         self.shapes
             .entry(relid)
-            .or_insert_with(|| TableShape::load(relid))
+            .or_insert_with(|| TableShape::load(relid, identity))
     }
 
     /// The core of `block` with `variants` (one per table of

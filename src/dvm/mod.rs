@@ -6,6 +6,7 @@
 //!   cores, possibly grouped, possibly UNION ALL'ed);
 //! * `flat` — print a block's core with each source replaced by its full
 //!   contents or its change window (query-tree surgery + `pg_get_querydef`);
+//! * `identity` — which columns of a source row its identity hashes;
 //! * `paired` — when a grouped core may read an update as one row, joined
 //!   once for its old and new values;
 //! * `tree` — the analysed query kept in the catalog, printed again after
@@ -16,6 +17,7 @@
 
 pub mod analyze;
 pub mod flat;
+pub mod identity;
 mod paired;
 pub mod tree;
 mod value_form;

@@ -11,6 +11,7 @@
 
 use super::analyze::{Block, Instance, Relation};
 use super::flat::{identity_of, select_list, TableShape, Variant};
+use super::identity::read_attnos;
 use super::value_form::binary_output_function;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
@@ -247,22 +248,6 @@ unsafe fn read_nodes(block: &Block, outputs: usize) -> Vec<*mut pg_sys::Node> {
 /// Attribute numbers of table `rtindex` that the block joins, filters or
 /// groups on: those its join tree or its first `group_outputs` targets read.
 unsafe fn structural_columns(block: &Block, rtindex: i32, group_outputs: usize) -> Vec<usize> {
-    let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
-    for node in read_nodes(block, group_outputs) {
-        pg_sys::pull_varattnos(node, rtindex as pg_sys::Index, &mut attnos);
-    }
-    let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
-    let mut out = Vec::new();
-    let mut member = -1;
-    loop {
-        member = pg_sys::bms_next_member(attnos, member);
-        if member < 0 {
-            break;
-        }
-        let attno = member + offset;
-        if attno > 0 {
-            out.push(attno as usize);
-        }
-    }
-    out
+    let (_, read) = read_attnos(&read_nodes(block, group_outputs), rtindex);
+    read.into_iter().map(|a| a as usize).collect()
 }

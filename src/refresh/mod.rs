@@ -383,7 +383,7 @@ fn full_statements(
             stmts.extend(sqlgen::full_insert(plan, &table, &[], &st.defining_query));
         }
         (_, Ok((_, blocks))) => {
-            let mut printer = Printer::default();
+            let mut printer = Printer::new(analysis);
             let cores = blocks
                 .iter()
                 .enumerate()
@@ -452,7 +452,7 @@ fn differential_statements(
         .frontier
         .as_ref()
         .expect("differential refresh needs a frontier");
-    let mut printer = Printer::default();
+    let mut printer = Printer::new(analysis);
     if let Shape::AnchoredRows { .. } = plan.shape {
         return anchored_statements(st, plan, &blocks[0], frontier, windows, form, &mut printer);
     }

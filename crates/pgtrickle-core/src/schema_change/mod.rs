@@ -90,35 +90,37 @@ impl ColumnChange {
 }
 
 impl ColumnChange {
-    /// The decision for a stream table that uses the columns `used`.
+    /// The decision for a stream table that uses the columns `used` of
+    /// the table, and its whole row too if `whole_row` (`t::text`).
     ///
-    /// Row identities hash every column of a source row, so a change that
-    /// alters what a row hashes to (a column added, dropped or retyped, used
-    /// or not) costs one full refresh; a rename alters no value.
-    pub fn decide(&self, used: &[String]) -> Decision {
+    /// Row identities hash only the columns a stream table reads, so a
+    /// column it does not read enters neither its rows nor their
+    /// identities: adding, dropping, retyping or renaming one changes
+    /// nothing for it. The whole row changes with every column.
+    pub fn decide(&self, used: &[String], whole_row: bool) -> Decision {
         match self {
-            ColumnChange::Renamed { .. } if self.touches(used) => Decision::Rewrite,
-            ColumnChange::Renamed { .. } => Decision::Continue,
-            ColumnChange::Retyped { from, to, .. } if self.touches(used) => {
-                if is_safe_widening(from, to) {
-                    Decision::Reinitialize
-                } else {
-                    Decision::Stop
-                }
-            }
             ColumnChange::Dropped { .. } if self.touches(used) => Decision::Stop,
+            ColumnChange::Retyped { from, to, .. }
+                if self.touches(used) && !is_safe_widening(from, to) =>
+            {
+                Decision::Stop
+            }
+            _ if whole_row => Decision::Reinitialize,
+            ColumnChange::Retyped { .. } if self.touches(used) => Decision::Reinitialize,
+            ColumnChange::Renamed { .. } if self.touches(used) => Decision::Rewrite,
             ColumnChange::Added { .. }
             | ColumnChange::Dropped { .. }
-            | ColumnChange::Retyped { .. } => Decision::Reinitialize,
+            | ColumnChange::Retyped { .. }
+            | ColumnChange::Renamed { .. } => Decision::Continue,
         }
     }
 }
 
 /// The decision for a stream table: the strongest of its changes'.
-pub fn decide(changes: &[ColumnChange], used: &[String]) -> Decision {
+pub fn decide(changes: &[ColumnChange], used: &[String], whole_row: bool) -> Decision {
     changes
         .iter()
-        .map(|c| c.decide(used))
+        .map(|c| c.decide(used, whole_row))
         .max()
         .unwrap_or(Decision::Continue)
 }
@@ -270,17 +272,21 @@ mod tests {
             from: from.into(),
             to: to.into(),
         };
-        let rows: Vec<(&str, ColumnChange, Decision, Decision)> = vec![
+        // (change, decision when the column is used, when it is not, when
+        // the whole row is read and the column is not)
+        let rows: Vec<(&str, ColumnChange, Decision, Decision, Decision)> = vec![
             (
                 "column added",
                 added,
-                Decision::Reinitialize,
+                Decision::Continue,
+                Decision::Continue,
                 Decision::Reinitialize,
             ),
             (
                 "column dropped",
                 dropped,
                 Decision::Stop,
+                Decision::Continue,
                 Decision::Reinitialize,
             ),
             (
@@ -288,38 +294,62 @@ mod tests {
                 renamed,
                 Decision::Rewrite,
                 Decision::Continue,
+                Decision::Reinitialize,
             ),
             (
                 "safely widened",
                 retyped("integer", "bigint"),
                 Decision::Reinitialize,
+                Decision::Continue,
                 Decision::Reinitialize,
             ),
             (
                 "varchar lengthened",
                 retyped("character varying(5)", "text"),
                 Decision::Reinitialize,
+                Decision::Continue,
                 Decision::Reinitialize,
             ),
             (
                 "lossy retype",
                 retyped("bigint", "integer"),
                 Decision::Stop,
+                Decision::Continue,
                 Decision::Reinitialize,
             ),
             (
                 "unknown retype",
                 retyped("integer", "text"),
                 Decision::Stop,
+                Decision::Continue,
                 Decision::Reinitialize,
             ),
         ];
-        for (what, change, when_used, when_unused) in rows {
-            assert_eq!(change.decide(&uses_v), when_used, "{what}, column used");
-            assert_eq!(change.decide(&not_v), when_unused, "{what}, column unused");
+        for (what, change, when_used, when_unused, whole_row) in rows {
+            assert_eq!(
+                change.decide(&uses_v, false),
+                when_used,
+                "{what}, column used"
+            );
+            assert_eq!(
+                change.decide(&not_v, false),
+                when_unused,
+                "{what}, column unused"
+            );
+            assert_eq!(
+                change.decide(&not_v, true),
+                whole_row,
+                "{what}, whole row read"
+            );
+            // reading the whole row never softens what using the column means
+            assert_eq!(
+                change.decide(&uses_v, true),
+                when_used.max(Decision::Reinitialize),
+                "{what}, column used and whole row read"
+            );
         }
         // No column change (NOT NULL, DEFAULT, constraints, indexes): continue.
-        assert_eq!(decide(&[], &uses_v), Decision::Continue);
+        assert_eq!(decide(&[], &uses_v, true), Decision::Continue);
         // Several changes in one ALTER: the strongest decides.
         let both = [
             ColumnChange::Renamed {
@@ -331,7 +361,9 @@ mod tests {
                 type_sql: "int".into(),
             },
         ];
-        assert_eq!(decide(&both, &uses_v), Decision::Reinitialize);
-        assert_eq!(decide(&both[..1], &uses_v), Decision::Rewrite);
+        assert_eq!(decide(&both, &uses_v, false), Decision::Rewrite);
+        assert_eq!(decide(&both, &uses_v, true), Decision::Reinitialize);
+        let widened = [retyped("integer", "bigint"), both[1].clone()];
+        assert_eq!(decide(&widened, &uses_v, false), Decision::Reinitialize);
     }
 }
