@@ -184,19 +184,62 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
             holds_old_values: true,
         } => {
             let old = |c: &str| format!("r.{}", ident(&old_column(c)));
-            format!(
-                "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w \
-                 FROM {buffer} r WHERE r.action IN ('I', 'D', 'U') AND {window} \
-                 UNION ALL \
-                 SELECT {}, {} AS __pgt_rid, -1::bigint AS __pgt_w \
-                 FROM {buffer} r WHERE r.action = 'U' AND {window}",
-                select_list(shape, new),
-                identity_of(shape, new),
-                select_list(shape, old),
-                identity_of(shape, old),
+            filtered_union(
+                buffer,
+                &[
+                    (
+                        format!(
+                            "{}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w",
+                            select_list(shape, new),
+                            identity_of(shape, new),
+                        ),
+                        format!("r.action IN ('I', 'D', 'U') AND {window}"),
+                    ),
+                    (
+                        format!(
+                            "{}, {} AS __pgt_rid, -1::bigint AS __pgt_w",
+                            select_list(shape, old),
+                            identity_of(shape, old),
+                        ),
+                        format!("r.action = 'U' AND {window}"),
+                    ),
+                ],
             )
         }
     }
+}
+
+/// Reads of one change buffer as a UNION ALL of `(select list, filter)`
+/// branches. The filters are not the branches' WHERE clauses but a last
+/// column, `__pgt_k`, that the union is filtered on: PostgreSQL keeps a
+/// UNION ALL branch with a WHERE clause as a subquery of its own, which
+/// projects every row a second time, while branches without one become
+/// plain scans of the buffer, the filter pushed down into each.
+pub(super) fn filtered_union(buffer: &str, branches: &[(String, String)]) -> String {
+    let leaves: Vec<String> = branches
+        .iter()
+        .map(|(list, filter)| format!("SELECT {list}, ({filter}) AS {KEEP} FROM {buffer} r"))
+        .collect();
+    format!(
+        "SELECT x.* FROM ({}) x WHERE x.{KEEP}",
+        leaves.join(" UNION ALL ")
+    )
+}
+
+/// The last column of a `filtered_union`.
+const KEEP: &str = "__pgt_k";
+
+/// Output column names of a table variant.
+fn variant_names(shape: &TableShape, variant: &Variant) -> Vec<String> {
+    let mut names = variant_columns(shape);
+    if let Variant::Delta {
+        holds_old_values: true,
+        ..
+    } = variant
+    {
+        names.push(KEEP.into());
+    }
+    names
 }
 
 /// A FROM item of a block replaced by generated SQL.
@@ -289,7 +332,7 @@ impl Printer {
                 replacements.push(Replacement {
                     rtindex: rel.rtindex,
                     sql: variant_sql(rel, &shape, variant),
-                    names: variant_columns(&shape),
+                    names: variant_names(&shape, variant),
                     table: Some(shape),
                 });
                 continue;
@@ -301,6 +344,7 @@ impl Printer {
             let mut names = variant_columns(&shape);
             names.extend((1..=shape.attributes.len()).map(|a| format!("__pgt_o_{a}")));
             names.push("__pgt_wo".into());
+            names.push(KEEP.into());
             replacements.push(Replacement {
                 rtindex: rel.rtindex,
                 sql: paired::variant_sql(&shape, buffer, window, &structural),
@@ -330,7 +374,7 @@ impl Printer {
                     replacements.push(Replacement {
                         rtindex: rel.rtindex,
                         sql: variant_sql(rel, &shape, variant),
-                        names: variant_columns(&shape),
+                        names: variant_names(&shape, variant),
                         table: Some(shape),
                     });
                 }

@@ -10,7 +10,7 @@
 //! changes are read as in the plain delta variant.
 
 use super::analyze::{Block, Instance, Relation};
-use super::flat::{identity_of, select_list, TableShape, Variant};
+use super::flat::{filtered_union, identity_of, select_list, TableShape, Variant};
 use super::identity::read_attnos;
 use super::value_form::binary_output_function;
 use pgrx::pg_sys::{self, Oid};
@@ -64,17 +64,27 @@ pub(super) fn variant_sql(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
-                {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo \
-         FROM {buffer} r WHERE r.action IN ('I', 'D', 'U') AND {window} \
-         UNION ALL \
-         SELECT {}, {} AS __pgt_rid, -1::bigint AS __pgt_w, {old_list}, 0::bigint AS __pgt_wo \
-         FROM {buffer} r WHERE r.action = 'U' AND NOT ({same}) AND {window}",
-        select_list(shape, new),
-        identity_of(shape, new),
-        select_list(shape, old),
-        identity_of(shape, old),
+    filtered_union(
+        buffer,
+        &[
+            (
+                format!(
+                    "{}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
+                     {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo",
+                    select_list(shape, new),
+                    identity_of(shape, new),
+                ),
+                format!("r.action IN ('I', 'D', 'U') AND {window}"),
+            ),
+            (
+                format!(
+                    "{}, {} AS __pgt_rid, -1::bigint AS __pgt_w, {old_list}, 0::bigint AS __pgt_wo",
+                    select_list(shape, old),
+                    identity_of(shape, old),
+                ),
+                format!("r.action = 'U' AND NOT ({same}) AND {window}"),
+            ),
+        ],
     )
 }
 
