@@ -1,6 +1,7 @@
 //! Parse and analyse a defining query with PostgreSQL's own parser and
 //! analyser, and decide how it can be maintained.
 
+use super::identity::{expression_nodes, read_attnos};
 use super::plan::{Agg, AggKind, Column, NonFinite, Shape, Unsupported};
 use crate::error::{PgtError, PgtResult};
 use pgrx::pg_sys::{self, NodeTag, Oid};
@@ -462,22 +463,7 @@ unsafe fn from_items(
 /// Whether `q` uses the row of its FROM item `rtindex` as a value (`s`,
 /// `s.*` in an expression).
 unsafe fn uses_whole_row(q: *mut pg_sys::Query, rtindex: i32) -> bool {
-    let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
-    #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
-    let mut nodes: Vec<*mut pg_sys::Node> = vec![
-        (*q).targetList.cast(),
-        (*q).jointree.cast(),
-        (*q).havingQual,
-    ];
-    // PG18 keeps grouped expressions in the RTE_GROUP entry.
-    #[cfg(feature = "pg18")]
-    for rte in PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable).iter_ptr() {
-        nodes.push((*rte).groupexprs.cast());
-    }
-    for node in nodes {
-        pg_sys::pull_varattnos(node, rtindex as _, &mut attnos);
-    }
-    pg_sys::bms_is_member(-pg_sys::FirstLowInvalidHeapAttributeNumber, attnos)
+    read_attnos(&expression_nodes(q), rtindex).0
 }
 
 /// Resolves a PG18 grouping Var (pointing at the RTE_GROUP entry) to the

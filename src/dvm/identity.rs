@@ -54,16 +54,7 @@ const WHOLE_ROW: i32 = -pg_sys::FirstLowInvalidHeapAttributeNumber;
 
 unsafe fn collect(q: *mut pg_sys::Query, out: &mut HashMap<Oid, IdentityColumns>) {
     let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable);
-    let mut nodes: Vec<*mut pg_sys::Node> = vec![
-        (*q).targetList.cast(),
-        (*q).jointree.cast(),
-        (*q).havingQual,
-    ];
-    // PG18 keeps grouped expressions in the RTE_GROUP entry.
-    #[cfg(feature = "pg18")]
-    for rte in rtable.iter_ptr() {
-        nodes.push((*rte).groupexprs.cast());
-    }
+    let nodes = expression_nodes(q);
     // The whole row of a join stands for every column of its tables.
     let joined_whole_row = rtable.iter_ptr().enumerate().any(|(i, rte)| {
         (*rte).rtekind == pg_sys::RTEKind::RTE_JOIN && read_attnos(&nodes, i as i32 + 1).0
@@ -93,6 +84,23 @@ unsafe fn collect(q: *mut pg_sys::Query, out: &mut HashMap<Oid, IdentityColumns>
             _ => {}
         }
     }
+}
+
+/// The expressions of one query level: its select list, join tree
+/// (join conditions and WHERE), HAVING and, on PG18, grouped expressions
+/// (kept in the RTE_GROUP entry).
+pub(super) unsafe fn expression_nodes(q: *mut pg_sys::Query) -> Vec<*mut pg_sys::Node> {
+    #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
+    let mut nodes: Vec<*mut pg_sys::Node> = vec![
+        (*q).targetList.cast(),
+        (*q).jointree.cast(),
+        (*q).havingQual,
+    ];
+    #[cfg(feature = "pg18")]
+    for rte in PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable).iter_ptr() {
+        nodes.push((*rte).groupexprs.cast());
+    }
+    nodes
 }
 
 /// Whether `nodes` read the whole row of range-table entry `rtindex`, and

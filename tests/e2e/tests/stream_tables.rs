@@ -1051,6 +1051,30 @@ fn server_is_pg18(client: &mut Client) -> bool {
     ) >= 180000
 }
 
+/// Refreshes stream table `st` and checks it against `query`, and, when
+/// `action` is given, that the refresh was that one (for DIFFERENTIAL,
+/// NO_DATA too: no change reached it).
+fn refresh_and_check(
+    client: &mut Client,
+    st: &str,
+    cols: &str,
+    query: &str,
+    action: Option<&str>,
+    what: &str,
+) {
+    client
+        .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    if let Some(expected) = action {
+        let done = last_action(client, st);
+        assert!(
+            done == expected || (expected == "DIFFERENTIAL" && done == "NO_DATA"),
+            "{what}: {done} instead of {expected}"
+        );
+    }
+    assert_eq!(difference(client, cols, st, query), 0, "{what}");
+}
+
 /// Runs each of `steps`, refreshes stream table `st` and checks it against
 /// `query` (and, if `differential`, that the refresh was DIFFERENTIAL).
 fn refresh_after_each(
@@ -1063,13 +1087,15 @@ fn refresh_after_each(
 ) {
     for (i, step) in steps.iter().enumerate() {
         client.batch_execute(step).unwrap();
-        client
-            .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-            .unwrap();
-        if differential {
-            assert_eq!(last_action(client, st), "DIFFERENTIAL", "step {i}: {step}");
-        }
-        assert_eq!(difference(client, cols, st, query), 0, "step {i}: {step}");
+        let action = differential.then_some("DIFFERENTIAL");
+        refresh_and_check(
+            client,
+            st,
+            cols,
+            query,
+            action,
+            &format!("step {i}: {step}"),
+        );
     }
 }
 
@@ -1285,19 +1311,8 @@ fn sums_follow_infinities_and_nan_in_and_out_of_groups() {
     for (i, step) in steps.iter().enumerate() {
         client.batch_execute(step).unwrap();
         for (name, query, cols) in &stream_tables {
-            client
-                .execute("SELECT pgtrickle.refresh_stream_table($1)", &[name])
-                .unwrap();
-            assert_eq!(
-                last_action(&mut client, name),
-                "DIFFERENTIAL",
-                "{name}, step {i}: {step}"
-            );
-            assert_eq!(
-                difference(&mut client, cols, name, query),
-                0,
-                "{name}, step {i}: {step}"
-            );
+            let what = format!("{name}, step {i}: {step}");
+            refresh_and_check(&mut client, name, cols, query, Some("DIFFERENTIAL"), &what);
         }
     }
 }
@@ -1343,21 +1358,9 @@ fn sources_may_have_columns_named_like_the_change_buffers_own() {
             ("audit_rows", rows, "id, action, xid, change_id"),
             ("audit_by_action", grouped, "action, n, s"),
         ] {
-            client
-                .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-                .unwrap();
-            if !step.starts_with("ALTER") {
-                assert_eq!(
-                    last_action(&mut client, st),
-                    "DIFFERENTIAL",
-                    "{st}, step {i}: {step}"
-                );
-            }
-            assert_eq!(
-                difference(&mut client, cols, st, query),
-                0,
-                "{st}, step {i}: {step}"
-            );
+            // the added column is not read: refreshes stay differential
+            let what = format!("{st}, step {i}: {step}");
+            refresh_and_check(&mut client, st, cols, query, Some("DIFFERENTIAL"), &what);
         }
     }
     // the added column is captured too
@@ -1511,28 +1514,15 @@ fn whole_row_references_mean_the_source_row_in_every_mode() {
                 if st == "via_subquery" && mode == "DIFFERENTIAL" {
                     continue;
                 }
-                client
-                    .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
-                    .unwrap();
-                // (AUTO picks by the share of rows changed, large here)
-                if mode != "AUTO" {
-                    let reads_whole_t = matches!(st, "rows_" | "grouped");
-                    let expected = if step.starts_with("ALTER") && reads_whole_t {
-                        "FULL"
-                    } else {
-                        mode
-                    };
-                    let action = last_action(&mut client, st);
-                    assert!(
-                        action == expected || (expected == "DIFFERENTIAL" && action == "NO_DATA"),
-                        "{mode} {st} step {i}: {action}"
-                    );
-                }
-                assert_eq!(
-                    difference(&mut client, cols, st, query),
-                    0,
-                    "{mode} {st} step {i}: {step}"
-                );
+                let reads_whole_t = matches!(st, "rows_" | "grouped");
+                let action = match mode {
+                    // AUTO picks by the share of rows changed, large here
+                    "AUTO" => None,
+                    _ if step.starts_with("ALTER") && reads_whole_t => Some("FULL"),
+                    _ => Some(mode),
+                };
+                let what = format!("{mode} {st} step {i}: {step}");
+                refresh_and_check(&mut client, st, cols, query, action, &what);
             }
         }
         // Back to the data each mode starts from.
