@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod frontier;
 pub mod guard;
 mod hints;
+mod kept;
 mod window;
 
 use crate::catalog::{self, HistoryEntry, StreamTable};
@@ -102,11 +103,23 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
     let start_time = start[0][0].clone().expect("clock");
     let wrote_before = start[0][1].is_some();
     let owner = st.owner();
-    let analysis = analyze(&st.defining_query)?;
-    // After the analysis, which locks the sources: the catalog it read
-    // (a NOT NULL constraint, say) then holds for the data this snapshot sees.
+    // The analysis, or what an earlier refresh of the session derived from
+    // it, whose relations are then locked as the analysis locks them.
+    let mut analysis = None;
+    let derived = match kept::lookup(st) {
+        Some(derived) => derived,
+        None => {
+            let fresh = analyze(&st.defining_query)?;
+            let derived = kept::Derived::of(&fresh);
+            kept::keep(st, &fresh, &derived);
+            analysis = Some(fresh);
+            derived
+        }
+    };
+    // After the sources are locked: the catalog the analysis read (a NOT
+    // NULL constraint, say) then holds for the data this snapshot sees.
     let snapshot = PinnedSnapshot::take();
-    let plan = plan_for(&analysis);
+    let plan = derived.plan.clone();
     let requested = if st.refresh_mode == "FULL" || !plan.is_differential() {
         "FULL"
     } else {
@@ -120,7 +133,7 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
             .collect(),
         _ => Vec::new(),
     };
-    let decision = decide(st, &analysis, &windows);
+    let decision = decide(st, &derived, &windows);
     let (tally, action) = spi::as_role(owner, || -> PgtResult<(RowCounts, &'static str)> {
         // Change buffers hold every row of the sources: check that the
         // owner may still read what the query reads, as a fresh query would.
@@ -131,7 +144,7 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
         match &decision {
             Decision::Full(_) => Ok((
                 run(
-                    &full_statements(st, &plan, &analysis)?,
+                    &full_statements(st, &plan, analysed(&mut analysis, st)?)?,
                     &snapshot,
                     false,
                     None,
@@ -148,7 +161,34 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
                 } else {
                     Windows::Literal
                 };
-                let stmts = differential_statements(st, &plan, &analysis, &windows, form)?;
+                let mut stmts = if kept {
+                    let signature = signature(&windows);
+                    match kept::statements(st, &signature) {
+                        Some(stmts) => stmts,
+                        None => {
+                            let stmts = differential_statements(
+                                st,
+                                &plan,
+                                analysed(&mut analysis, st)?,
+                                &windows,
+                                form,
+                            )?;
+                            kept::keep_statements(st, signature, &stmts);
+                            stmts
+                        }
+                    }
+                } else {
+                    differential_statements(
+                        st,
+                        &plan,
+                        analysed(&mut analysis, st)?,
+                        &windows,
+                        form,
+                    )?
+                };
+                if kept {
+                    size_plans(&mut stmts, &windows);
+                }
                 let params = kept.then(|| {
                     let sources: Vec<Oid> = windows.iter().map(|w| w.source).collect();
                     st.frontier
@@ -235,7 +275,35 @@ enum Decision {
     Differential,
 }
 
-fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> Decision {
+/// The analysis of `st`'s query, made now if the refresh has none yet
+/// (its relations are locked already).
+fn analysed<'a>(analysis: &'a mut Option<Analysis>, st: &StreamTable) -> PgtResult<&'a Analysis> {
+    if analysis.is_none() {
+        *analysis = Some(analyze(&st.defining_query)?);
+    }
+    Ok(analysis.as_ref().expect("analysed"))
+}
+
+/// What differential statements depend on of the windows (with
+/// `Windows::Params`): which sources changed, in which order, and their
+/// buffers.
+fn signature(windows: &[SourceWindow]) -> String {
+    windows
+        .iter()
+        .map(|w| {
+            format!(
+                "{}:{}:{}:{}",
+                w.source.to_u32(),
+                w.buffer,
+                w.changes > 0,
+                w.holds_old_values
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decide(st: &StreamTable, derived: &kept::Derived, windows: &[SourceWindow]) -> Decision {
     if !st.is_populated {
         return Decision::Full("first population".into());
     }
@@ -245,11 +313,8 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
     if st.refresh_mode == "FULL" {
         return Decision::Full("refresh mode FULL".into());
     }
-    if let Err(unsupported) = &analysis.differential {
-        return Decision::Full(format!(
-            "AUTO: DIFFERENTIAL cannot maintain {}",
-            unsupported.construct
-        ));
+    if let Err(construct) = &derived.blocks {
+        return Decision::Full(format!("AUTO: DIFFERENTIAL cannot maintain {construct}"));
     }
     if st.frontier.is_none() {
         return Decision::Full("no frontier recorded".into());
@@ -277,18 +342,14 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
             ));
         }
     }
-    if let Ok((_, blocks)) = &analysis.differential {
+    if let Ok(blocks) = &derived.blocks {
         let changed: Vec<Oid> = windows
             .iter()
             .filter(|w| w.changes > 0)
             .map(|w| w.source)
             .collect();
-        for block in blocks {
-            let n = block
-                .relations()
-                .iter()
-                .filter(|r| changed.contains(&r.relid))
-                .count();
+        for relations in blocks {
+            let n = relations.iter().filter(|r| changed.contains(r)).count();
             if n > MAX_CHANGED_TABLES {
                 return Decision::Full(format!(
                     "{n} changed tables in one join (more than {MAX_CHANGED_TABLES})"
@@ -297,6 +358,24 @@ fn decide(st: &StreamTable, analysis: &Analysis, windows: &[SourceWindow]) -> De
         }
     }
     Decision::Differential
+}
+
+/// Marks each statement with the size class of the change buffers it
+/// reads: about the base-4 logarithm of their pages. A kept plan is made for
+/// the buffers as they were when it was planned, and emptying a buffer no
+/// longer invalidates it (`cleanup::cut_in_place`), so a plan made for a
+/// window of ten rows would otherwise be used for one of a million. Each
+/// class gets a plan of its own, planned once per session.
+fn size_plans(statements: &mut [Statement], windows: &[SourceWindow]) {
+    let pages: u64 = windows
+        .iter()
+        .filter(|w| w.changes > 0)
+        .map(|w| u64::from(w.buffer_pages))
+        .sum();
+    let class = (64 - pages.leading_zeros()).div_ceil(2);
+    for statement in statements {
+        statement.sql = format!("/* change buffers of class {class} */ {}", statement.sql);
+    }
 }
 
 /// Rows inserted, rows deleted, and rows of the netted delta if there was one.
@@ -673,6 +752,7 @@ pub fn explain_delta_sql(
                 estimated_rows: 0.0,
                 row_security: false,
                 holds_old_values: objects.holds_old_values(source),
+                buffer_pages: 0,
             })
         })
         .collect();

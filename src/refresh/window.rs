@@ -4,7 +4,7 @@ use super::frontier::Frontier;
 use crate::cdc::CdcObjects;
 use crate::config;
 use crate::spi::{self, PinnedSnapshot};
-use pgrx::pg_sys::Oid;
+use pgrx::pg_sys::{self, Oid};
 
 pub struct SourceWindow {
     pub source: Oid,
@@ -23,6 +23,8 @@ pub struct SourceWindow {
     pub row_security: bool,
     /// The buffer has the columns of old values, so it may hold `U` rows.
     pub holds_old_values: bool,
+    /// The buffer's size in pages.
+    pub buffer_pages: u32,
 }
 
 impl SourceWindow {
@@ -62,10 +64,19 @@ impl SourceWindow {
                 estimated_rows,
                 row_security,
                 holds_old_values: false,
+                buffer_pages: 0,
             };
         };
         let buffer = objects.buffer_name();
         let holds_old_values = objects.holds_old_values(source);
+        let buffer_pages = objects.relid().map_or(0, |relid| unsafe {
+            // locked as the refresh's statements will lock it anyway
+            let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let pages =
+                pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pages
+        });
         // With kept plans, the frontier's values are parameters.
         let kept = config::USE_PREPARED_STATEMENTS.get();
         let w = if kept {
@@ -107,6 +118,7 @@ impl SourceWindow {
             estimated_rows,
             row_security,
             holds_old_values,
+            buffer_pages,
         }
     }
 }

@@ -299,6 +299,89 @@ fn pending_rows(client: &mut Client) -> i64 {
         .expect("the buffer answers")
 }
 
+/// The buffer's file, its size and its TOAST table's size, and the size of
+/// its index of TRUNCATE markers.
+fn buffer_files(client: &mut Client, source: &str) -> (u32, i64, i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_relation_filenode(c.oid)::oid, pg_catalog.pg_relation_size(c.oid), \
+                    pg_catalog.pg_relation_size(c.reltoastrelid), \
+                    (SELECT pg_catalog.pg_relation_size(i.indexrelid) FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid) \
+               FROM pg_catalog.pg_class c \
+              WHERE c.oid = pg_catalog.format('pgtrickle_changes.changes_%s', $1::text::regclass::oid)::regclass",
+            &[&source],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+#[test]
+fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
+    let (_cluster, mut client) = fast_cluster();
+    let query = "SELECT id, length(pad) AS n FROM big";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE big (id int PRIMARY KEY, pad text);
+             SELECT pgtrickle.create_stream_table('big_st', $q${query}$q$, NULL);"
+        ))
+        .unwrap();
+    // More than the 1 MB below which a sweep DELETEs, some of it TOASTed
+    // (random text does not compress below the TOAST threshold).
+    let fill = |client: &mut Client, from: i32| {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO big SELECT g, repeat('x', 150) FROM generate_series({from}, {from} + 19999) g;
+                 INSERT INTO big SELECT g, (SELECT string_agg(md5(random()::text || g || k.i), '') FROM generate_series(1, 300) AS k(i))
+                   FROM generate_series({from} + 20000, {from} + 20009) g;"
+            ))
+            .unwrap();
+    };
+    let refresh_and_sweep = |client: &mut Client| {
+        client
+            .batch_execute("SELECT pgtrickle.refresh_stream_table('big_st')")
+            .unwrap();
+        wait_until("the sweep", Duration::from_secs(20), || {
+            pending_rows(client) == 0
+        });
+        assert_eq!(difference(client, "id, n", "big_st", query), 0);
+    };
+
+    fill(&mut client, 1);
+    let (file, size, toast, index) = buffer_files(&mut client, "big");
+    assert!(size >= 1 << 20, "{size} bytes of changes");
+    assert!(toast > 0, "some changes are TOASTed");
+    assert_eq!(index, 8192, "no TRUNCATE marker: the index is its metapage");
+    refresh_and_sweep(&mut client);
+    // Emptied in place: the same file, and plans reading it stay valid.
+    assert_eq!(buffer_files(&mut client, "big"), (file, 0, 0, 8192));
+
+    // Changes go on being captured into it.
+    client
+        .batch_execute(
+            "UPDATE big SET pad = pad || 'y' WHERE id % 3 = 0;
+             DELETE FROM big WHERE id % 7 = 0;",
+        )
+        .unwrap();
+    refresh_and_sweep(&mut client);
+    assert_eq!(buffer_files(&mut client, "big").0, file);
+
+    // A TRUNCATE marker is found through the index, which then points into
+    // the buffer: emptying it in place would leave the entry pointing at
+    // nothing, so the sweep TRUNCATEs, which rebuilds the index.
+    client.batch_execute("TRUNCATE big").unwrap();
+    fill(&mut client, 100_001);
+    assert!(buffer_files(&mut client, "big").3 > 8192);
+    refresh_and_sweep(&mut client);
+    let (truncated, size, toast, index) = buffer_files(&mut client, "big");
+    assert_ne!(truncated, file, "TRUNCATE gives the buffer a new file");
+    assert_eq!((size, toast, index), (0, 0, 8192));
+
+    // After which it is emptied in place again.
+    fill(&mut client, 200_001);
+    refresh_and_sweep(&mut client);
+    assert_eq!(buffer_files(&mut client, "big"), (truncated, 0, 0, 8192));
+}
+
 #[test]
 fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
     let (cluster, mut client) = fast_cluster();
