@@ -246,7 +246,11 @@ fn clean(source: Oid, by: Cleaner) -> Outcome {
     }
     let consumed = conditions.join(" AND ");
     if config::CLEANUP_USE_TRUNCATE.get() && bytes >= TRUNCATE_MIN_BYTES {
-        match truncate_if_all_consumed(&buffer, objects.relid(), &consumed) {
+        // Only a sweep may cut in place: its transaction does nothing else,
+        // so the frontiers it reads are committed. A refresh's own frontier
+        // would return with a rollback, and the changes it consumed with it;
+        // a cut would not.
+        match truncate_if_all_consumed(&buffer, objects.relid(), &consumed, sweep) {
             Truncation::Done => return Outcome::Done,
             Truncation::Busy
                 if matches!(
@@ -287,9 +291,14 @@ enum Truncation {
     RowsRemain,
 }
 
-/// Empties the buffer with TRUNCATE when every row in it has been consumed
-/// by every consumer.
-fn truncate_if_all_consumed(buffer: &str, relid: Option<Oid>, consumed: &str) -> Truncation {
+/// Empties the buffer when every row in it has been consumed by every
+/// consumer: cut in place if `in_place` allows, else with TRUNCATE.
+fn truncate_if_all_consumed(
+    buffer: &str,
+    relid: Option<Oid>,
+    consumed: &str,
+    in_place: bool,
+) -> Truncation {
     // Only a fresh snapshot taken after the lock sees every committed row;
     // under REPEATABLE READ rows committed later would be missed.
     if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
@@ -311,14 +320,14 @@ fn truncate_if_all_consumed(buffer: &str, relid: Option<Oid>, consumed: &str) ->
     if pending.as_deref() != Some("false") {
         return Truncation::RowsRemain;
     }
-    if !unsafe { cut_in_place(relid) } {
+    if !(in_place && unsafe { cut_in_place(relid) }) {
         spi::execute(&format!("TRUNCATE {buffer}"));
     }
     Truncation::Done
 }
 
-/// Empties the buffer `relid`, locked ACCESS EXCLUSIVE and fully consumed,
-/// by cutting its file to nothing in place, as VACUUM cuts empty pages off
+/// Empties the buffer `relid`, locked ACCESS EXCLUSIVE and fully consumed
+/// by committed frontiers, by cutting its file to nothing in place, as VACUUM cuts empty pages off
 /// the end of a table; `false` (nothing done) when that is not safe.
 ///
 /// TRUNCATE instead gives the buffer a new file, which invalidates every
@@ -327,8 +336,8 @@ fn truncate_if_all_consumed(buffer: &str, relid: Option<Oid>, consumed: &str) ->
 /// place is safe only while no index entry points into the heap: the
 /// buffer's one index, of TRUNCATE markers, must not have held an entry
 /// since it was built (its metapage alone). A cut cannot be rolled back,
-/// but every row is consumed and no writer can add one while the lock is
-/// held, so an abort afterwards loses nothing.
+/// but every row is consumed by a committed refresh and no writer can add
+/// one while the lock is held, so an abort afterwards loses nothing.
 unsafe fn cut_in_place(relid: Oid) -> bool {
     let exclusive = pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE;
     let rel = pg_sys::table_open(relid, exclusive);

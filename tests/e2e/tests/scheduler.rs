@@ -346,6 +346,19 @@ fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
         assert_eq!(difference(client, "id, n", "big_st", query), 0);
     };
 
+    // The sweeps below are the scheduler's: wait until it serves the
+    // database (a refresh before then cleans up itself).
+    wait_until("the scheduler", Duration::from_secs(20), || {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                  WHERE backend_type = 'pg_trickle scheduler' AND datname = pg_catalog.current_database()",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
     fill(&mut client, 1);
     let (file, size, toast, index) = buffer_files(&mut client, "big");
     assert!(size >= 1 << 20, "{size} bytes of changes");
@@ -380,6 +393,25 @@ fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
     fill(&mut client, 200_001);
     refresh_and_sweep(&mut client);
     assert_eq!(buffer_files(&mut client, "big"), (truncated, 0, 0, 8192));
+
+    // A refresh that cleans up itself (no scheduler) empties with TRUNCATE,
+    // which a rollback undoes together with the refresh: its changes stay.
+    set_scheduler_enabled(&mut client, false);
+    fill(&mut client, 300_001);
+    let pending = pending_rows(&mut client);
+    client
+        .batch_execute(
+            "BEGIN;
+             SELECT pgtrickle.refresh_stream_table('big_st');
+             ROLLBACK;",
+        )
+        .unwrap();
+    assert_eq!(pending_rows(&mut client), pending);
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('big_st')")
+        .unwrap();
+    assert_eq!(difference(&mut client, "id, n", "big_st", query), 0);
+    assert_eq!(pending_rows(&mut client), 0);
 }
 
 #[test]
