@@ -23,6 +23,28 @@ use pgtrickle_core::quote::{ident, qualified};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
+/// Per instance of `block` (a table, or a nested block), whether the core
+/// with `variants` (one per table, in `block.relations()` order) reads it in
+/// full, so that its rows all weigh 1 (`Core::full`).
+pub fn full_instances(block: &Block, variants: &[Variant]) -> Vec<bool> {
+    let mut next = 0;
+    block
+        .instances
+        .iter()
+        .map(|instance| {
+            let tables = match instance {
+                Instance::Relation(_) => 1,
+                Instance::Nested { block, .. } => block.relations().len(),
+            };
+            let full = variants[next..next + tables]
+                .iter()
+                .all(|v| matches!(v, Variant::Full));
+            next += tables;
+            full
+        })
+        .collect()
+}
+
 /// What a table contributes to a core.
 #[derive(Debug, Clone)]
 pub enum Variant {
@@ -193,7 +215,7 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
                             select_list(shape, new),
                             identity_of(shape, new),
                         ),
-                        format!("r.action IN ('I', 'D', 'U') AND {window}"),
+                        format!("r.action <> 'T' AND {window}"),
                     ),
                     (
                         format!(

@@ -74,7 +74,7 @@ pub(super) fn variant_sql(
                     select_list(shape, new),
                     identity_of(shape, new),
                 ),
-                format!("r.action IN ('I', 'D', 'U') AND {window}"),
+                format!("r.action <> 'T' AND {window}"),
             ),
             (
                 format!(

@@ -12,7 +12,7 @@ mod window;
 use crate::catalog::{self, HistoryEntry, StreamTable};
 use crate::config;
 use crate::dvm::analyze::{analyze, Analysis, Block};
-use crate::dvm::flat::{Printer, Variant};
+use crate::dvm::flat::{full_instances, Printer, Variant};
 use crate::dvm::plan::{AggKind, Plan, Shape};
 use crate::dvm::sqlgen::{self, Core, Scratch, Statement, Tally};
 use crate::error::{ErrorKind, PgtError, PgtResult};
@@ -361,20 +361,17 @@ fn decide(st: &StreamTable, derived: &kept::Derived, windows: &[SourceWindow]) -
 }
 
 /// Marks each statement with the size class of the change buffers it
-/// reads: about the base-4 logarithm of their pages. A kept plan is made for
-/// the buffers as they were when it was planned, and emptying a buffer no
-/// longer invalidates it (`cleanup::cut_in_place`), so a plan made for a
-/// window of ten rows would otherwise be used for one of a million. Each
-/// class gets a plan of its own, planned once per session.
+/// reads (`window::size_class_mark`), so that each class gets a kept plan
+/// of its own.
 fn size_plans(statements: &mut [Statement], windows: &[SourceWindow]) {
     let pages: u64 = windows
         .iter()
         .filter(|w| w.changes > 0)
         .map(|w| u64::from(w.buffer_pages))
         .sum();
-    let class = (64 - pages.leading_zeros()).div_ceil(2);
+    let mark = window::size_class_mark(pages);
     for statement in statements {
-        statement.sql = format!("/* change buffers of class {class} */ {}", statement.sql);
+        statement.sql = format!("{mark}{}", statement.sql);
     }
 }
 
@@ -484,6 +481,7 @@ fn full_core(printer: &mut Printer, block: &Block, branch: usize) -> PgtResult<C
     Ok(Core {
         sql: printer.core(block, &variants)?,
         relations: block.instances.len(),
+        full: full_instances(block, &variants),
         branch,
         sign: 1,
         paired: false,
@@ -584,6 +582,7 @@ fn differential_statements(
             };
             cores.push(Core {
                 relations: block.instances.len(),
+                full: full_instances(block, &variants),
                 branch: b,
                 sign,
                 paired: paired.is_some(),
@@ -635,6 +634,7 @@ fn anchored_statements(
         let core = Core {
             sql: printer.core_without_where(block, &variants)?,
             relations: relations.len(),
+            full: full_instances(block, &variants),
             branch: 0,
             sign: 1,
             paired: false,

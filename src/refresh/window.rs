@@ -77,6 +77,23 @@ impl SourceWindow {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             pages
         });
+        let mut window = SourceWindow {
+            source,
+            name,
+            buffer,
+            changes: 0,
+            truncated: false,
+            estimated_rows,
+            row_security,
+            holds_old_values,
+            buffer_pages,
+        };
+        if buffer_pages == 0 {
+            // An empty file holds no change, committed or not: a transaction
+            // extends the file before it commits the rows it wrote there.
+            return window;
+        }
+        let buffer = &window.buffer;
         // With kept plans, the frontier's values are parameters.
         let kept = config::USE_PREPARED_STATEMENTS.get();
         let w = if kept {
@@ -84,15 +101,23 @@ impl SourceWindow {
         } else {
             frontier.window(source, "r")
         };
+        // Planned per size class, like the differential statements
+        // (`size_plans`): the search for a TRUNCATE marker uses their index
+        // only when the buffer is large enough.
+        let mark = if kept {
+            size_class_mark(u64::from(buffer_pages))
+        } else {
+            String::new()
+        };
         let sql = if count {
             format!(
-                "SELECT coalesce(sum(CASE r.action WHEN 'U' THEN 2 ELSE 1 END) FILTER (WHERE r.action <> 'T'), 0)::text, \
+                "{mark}SELECT coalesce(sum(CASE r.action WHEN 'U' THEN 2 ELSE 1 END) FILTER (WHERE r.action <> 'T'), 0)::text, \
                         coalesce(bool_or(r.action = 'T'), false)::text \
                  FROM {buffer} r WHERE {w}"
             )
         } else {
             format!(
-                "SELECT EXISTS (SELECT FROM {buffer} r WHERE r.action <> 'T' AND {w})::int::text, \
+                "{mark}SELECT EXISTS (SELECT FROM {buffer} r WHERE r.action <> 'T' AND {w})::int::text, \
                         EXISTS (SELECT FROM {buffer} r WHERE r.action = 'T' AND {w})::text"
             )
         };
@@ -104,21 +129,24 @@ impl SourceWindow {
             }
         });
         let row = row.into_iter().next().unwrap_or_default();
-        SourceWindow {
-            source,
-            name,
-            buffer,
-            changes: row
-                .first()
-                .cloned()
-                .flatten()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            truncated: row.get(1).cloned().flatten().as_deref() == Some("true"),
-            estimated_rows,
-            row_security,
-            holds_old_values,
-            buffer_pages,
-        }
+        window.changes = row
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        window.truncated = row.get(1).cloned().flatten().as_deref() == Some("true");
+        window
     }
+}
+
+/// A comment naming the size class of change buffers of `pages` pages
+/// (about the base-4 logarithm), put in front of a statement whose plan is
+/// kept: a kept plan is made for the buffers as they were when it was
+/// planned, and emptying a buffer no longer invalidates it
+/// (`cleanup::cut_in_place`), so a plan made for ten rows would otherwise
+/// be used for a million. Each class gets a plan of its own.
+pub fn size_class_mark(pages: u64) -> String {
+    let class = (64 - pages.leading_zeros()).div_ceil(2);
+    format!("/* change buffers of class {class} */ ")
 }

@@ -160,7 +160,9 @@ pub(super) fn groups_apply(
                             format!("CASE WHEN false THEN f.{} END AS o{i}", c(i))
                         });
                     }
-                    cols.push(if core.paired {
+                    cols.push(if core.paired && core.sign == 1 {
+                        "f.__pgt_wo".to_string()
+                    } else if core.paired {
                         format!("f.__pgt_wo * ({}) AS __pgt_wo", core.sign)
                     } else {
                         "0::bigint AS __pgt_wo".to_string()

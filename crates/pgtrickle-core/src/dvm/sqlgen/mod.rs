@@ -34,6 +34,9 @@ use rows::{rows_apply, rows_full_insert};
 pub struct Core {
     pub sql: String,
     pub relations: usize,
+    /// Per relation: read in full, so that each of its rows weighs 1 and
+    /// its weight need not be multiplied in.
+    pub full: Vec<bool>,
     pub branch: usize,
     pub sign: i64,
     /// A grouped core whose one changed table pairs each update's old and
@@ -144,9 +147,12 @@ fn non_finite(v: &str, nf: NonFinite) -> Option<String> {
 
 /// The weight of a core's output row: the product of its relations'
 /// weights and the core's sign. Each factor is 1 or -1, so every weight
-/// is too; the aggregate deltas of `groups.rs` rely on that.
+/// is too; the aggregate deltas of `groups.rs` rely on that. Relations read
+/// in full weigh 1 and are left out: PostgreSQL would multiply by the
+/// constant again wherever the weight is used, for every row.
 fn weight_expr(core: &Core, alias: &str) -> String {
     let mut parts: Vec<String> = (0..core.relations)
+        .filter(|&i| !core.full.get(i).copied().unwrap_or(false))
         .map(|i| format!("{alias}.__pgt_w_{i}"))
         .collect();
     if core.sign != 1 {

@@ -14,6 +14,7 @@ fn core(sql: &str, relations: usize, sign: i64) -> Core {
     Core {
         sql: sql.into(),
         relations,
+        full: Vec::new(),
         branch: 0,
         sign,
         paired: false,
@@ -27,6 +28,16 @@ fn weights_multiply_and_carry_the_sign() {
         "f.__pgt_w_0 * f.__pgt_w_1 * (-1)"
     );
     assert_eq!(weight_expr(&core("x", 1, 1), "f"), "f.__pgt_w_0");
+}
+
+#[test]
+fn relations_read_in_full_weigh_nothing_in() {
+    let mut joined = core("x", 3, -1);
+    joined.full = vec![false, true, false];
+    assert_eq!(weight_expr(&joined, "f"), "f.__pgt_w_0 * f.__pgt_w_2 * (-1)");
+    joined.full = vec![true; 3];
+    joined.sign = 1;
+    assert_eq!(weight_expr(&joined, "f"), "1::bigint");
 }
 
 #[test]
@@ -380,7 +391,7 @@ fn paired_cores_subtract_old_arguments_in_the_same_row() {
     // The paired core passes its old arguments and their weight; an
     // unpaired one has none (typed NULLs, weight 0).
     assert!(
-        sql.contains("f.o1, f.__pgt_wo * (1) AS __pgt_wo FROM (PAIRED) f"),
+        sql.contains("f.o1, f.__pgt_wo FROM (PAIRED) f"),
         "{sql}"
     );
     assert!(
