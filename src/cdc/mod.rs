@@ -187,6 +187,16 @@ fn buffer_attributes(buffer: &str) -> i64 {
     .unwrap_or(0)
 }
 
+/// The type (`format_type`) of the buffer's column `name`, if it has one.
+fn buffer_column_type(buffer: &str, name: &str) -> Option<String> {
+    spi::query_value(&format!(
+        "SELECT pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
+          WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
+        literal(buffer),
+        literal(name)
+    ))
+}
+
 fn buffer_has_column(buffer: &str, name: &str) -> bool {
     spi::query_value(&format!(
         "SELECT 1::text FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
@@ -636,11 +646,27 @@ pub fn follow_column_changes(source: Oid, changes: &[crate::ddl::ColumnChange]) 
     for change in changes {
         match change {
             ColumnChange::Added { name, type_sql } => {
-                if !has(&value_column(name)) {
-                    spi::execute(&format!(
-                        "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
-                        ident(&value_column(name))
-                    ));
+                match buffer_column_type(&buffer, &value_column(name)) {
+                    None => {
+                        spi::execute(&format!(
+                            "ALTER TABLE {buffer} ADD COLUMN {} {type_sql}",
+                            ident(&value_column(name))
+                        ));
+                    }
+                    // The buffer columns of a dropped column of that name:
+                    // their values were the dropped column's, which no
+                    // consumer reads any more.
+                    Some(was) if &was != type_sql => {
+                        for column in pair(name) {
+                            if has(&column) {
+                                spi::execute(&format!(
+                                    "ALTER TABLE {buffer} ALTER COLUMN {} TYPE {type_sql} USING NULL",
+                                    ident(&column)
+                                ));
+                            }
+                        }
+                    }
+                    Some(_) => {}
                 }
                 // Its old value too, if the buffer keeps old values (else
                 // updates go on being captured as a delete and an insert).

@@ -57,6 +57,10 @@ fn unused_column_changes_keep_writes_working_and_lose_nothing() {
         "ALTER TABLE t RENAME COLUMN note TO remark",
         "ALTER TABLE t ALTER COLUMN spare TYPE bigint",
         "ALTER TABLE t DROP COLUMN remark",
+        // added again under the name of a dropped column, with another
+        // type: its buffer columns are the dropped one's until retyped
+        "ALTER TABLE t DROP COLUMN spare",
+        "ALTER TABLE t ADD COLUMN spare text",
         "ALTER TABLE t ADD CONSTRAINT v_positive CHECK (v > 0), ALTER COLUMN g SET DEFAULT 0",
     ] {
         // Changes captured before the DDL...
@@ -68,8 +72,8 @@ fn unused_column_changes_keep_writes_working_and_lose_nothing() {
         refresh_and_check(&mut c);
         assert_eq!(status(&mut c, "sums").0, "ACTIVE", "{ddl}");
     }
-    // And differential again afterwards.
-    c.batch_execute("UPDATE t SET v = v + 2 WHERE id % 3 = 0")
+    // And differential again afterwards, values in the re-added column too.
+    c.batch_execute("UPDATE t SET v = v + 2, spare = 's' || id WHERE id % 3 = 0")
         .unwrap();
     refresh_and_check(&mut c);
     let last: String = c
