@@ -198,12 +198,7 @@ fn buffer_column_type(buffer: &str, name: &str) -> Option<String> {
 }
 
 fn buffer_has_column(buffer: &str, name: &str) -> bool {
-    spi::query_value(&format!(
-        "SELECT 1::text FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attname = {} AND NOT attisdropped",
-        literal(buffer),
-        literal(name)
-    ))
-    .is_some()
+    buffer_column_type(buffer, name).is_some()
 }
 
 /// Creates the buffer and triggers of `source` if they do not exist, and

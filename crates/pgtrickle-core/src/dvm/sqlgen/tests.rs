@@ -34,7 +34,10 @@ fn weights_multiply_and_carry_the_sign() {
 fn relations_read_in_full_weigh_nothing_in() {
     let mut joined = core("x", 3, -1);
     joined.full = vec![false, true, false];
-    assert_eq!(weight_expr(&joined, "f"), "f.__pgt_w_0 * f.__pgt_w_2 * (-1)");
+    assert_eq!(
+        weight_expr(&joined, "f"),
+        "f.__pgt_w_0 * f.__pgt_w_2 * (-1)"
+    );
     joined.full = vec![true; 3];
     joined.sign = 1;
     assert_eq!(weight_expr(&joined, "f"), "1::bigint");
@@ -390,10 +393,7 @@ fn paired_cores_subtract_old_arguments_in_the_same_row() {
     let sql = &stmts[0].sql;
     // The paired core passes its old arguments and their weight; an
     // unpaired one has none (typed NULLs, weight 0).
-    assert!(
-        sql.contains("f.o1, f.__pgt_wo FROM (PAIRED) f"),
-        "{sql}"
-    );
+    assert!(sql.contains("f.o1, f.__pgt_wo FROM (PAIRED) f"), "{sql}");
     assert!(
         sql.contains("CASE WHEN false THEN f.c1 END AS o1, 0::bigint AS __pgt_wo FROM (OTHER) f")
     );
