@@ -15,7 +15,9 @@
 //! updated row's old and new images to the two transition tables together,
 //! so the n-th rows of both belong together. A buffer without the old
 //! columns (made by an older version, before `migrate()`) gets a `D` row
-//! and an `I` row instead.
+//! and an `I` row instead, and so does an update that changes a column the
+//! UPDATE trigger's third argument lists (`buffer::split_columns_arg`):
+//! one that some stream table joins, filters or groups on.
 //!
 //! Writing a buffer here checks no privilege, so EXECUTE on the function is
 //! revoked from PUBLIC (only the extension attaches it), and it writes only
@@ -135,11 +137,24 @@ fn captures_old_values(fills: &[Fill], source_live: usize) -> bool {
 
 unsafe fn capture(td: &pg_sys::TriggerData) {
     let trigger = &*td.tg_trigger;
-    if trigger.tgnargs != 2 {
-        pgrx::error!("pg_trickle_capture() needs the buffer's schema and name as arguments");
+    if !(2..=3).contains(&trigger.tgnargs) {
+        pgrx::error!(
+            "pg_trickle_capture() needs the buffer's schema and name (and the columns splitting updates) as arguments"
+        );
     }
     let schema = CStr::from_ptr(*trigger.tgargs.add(0));
     let table = CStr::from_ptr(*trigger.tgargs.add(1));
+    let split_on: Vec<usize> = if trigger.tgnargs == 3 {
+        let arg = CStr::from_ptr(*trigger.tgargs.add(2)).to_string_lossy();
+        let Some((attnums, _)) = pgtrickle_core::buffer::parse_split_columns_arg(&arg) else {
+            pgrx::error!(
+                "pg_trickle_capture(): \"{arg}\" does not list the columns splitting updates"
+            );
+        };
+        attnums.into_iter().map(|a| a as usize - 1).collect()
+    } else {
+        Vec::new()
+    };
     let source = td.tg_relation;
     // Only the buffer of the table the trigger fires on. After a
     // pg_restore the restored triggers still name the dumped database's
@@ -184,7 +199,7 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
                 && pg_sys::tuplestore_tuple_count(td.tg_oldtable)
                     == pg_sys::tuplestore_tuple_count(td.tg_newtable);
             if paired {
-                writer.write_pairs(td.tg_oldtable, td.tg_newtable);
+                writer.write_pairs(td.tg_oldtable, td.tg_newtable, &split_on);
             } else {
                 writer.write_all(td.tg_oldtable, b'D');
                 writer.write_all(td.tg_newtable, b'I');
@@ -271,16 +286,50 @@ impl Writer {
         }
     }
 
-    /// One `U` row per updated row: the n-th old row with the n-th new one.
+    /// One `U` row per updated row: the n-th old row with the n-th new one;
+    /// a `D` row and an `I` row instead for an update that changes a column
+    /// of `split_on` (source attribute indexes), so that refreshes joining,
+    /// filtering or grouping on those columns never find a `U` row whose
+    /// images fall apart (see `dvm::paired`).
     unsafe fn write_pairs(
         &mut self,
         old: *mut pg_sys::Tuplestorestate,
         new: *mut pg_sys::Tuplestorestate,
+        split_on: &[usize],
     ) {
         let old_reader = Self::rewind(old);
         let new_reader = Self::rewind(new);
         while self.next(old, old_reader, 1) && self.next(new, new_reader, 0) {
-            self.write(b'U', self.slots[0], Some(self.slots[1]));
+            if split_on.iter().any(|&s| self.differs(s)) {
+                self.write(b'D', self.slots[1], None);
+                self.write(b'I', self.slots[0], None);
+            } else {
+                self.write(b'U', self.slots[0], Some(self.slots[1]));
+            }
+        }
+    }
+
+    /// Whether source attribute `s` differs between the new row (slot 0)
+    /// and the old one (slot 1), byte for byte: equal bytes are the same
+    /// value, and values that are equal in other bytes count as changed.
+    unsafe fn differs(&self, s: usize) -> bool {
+        if s >= (*self.source_desc).natts as usize {
+            return false;
+        }
+        let attr = attribute(self.source_desc, s);
+        if (*attr).attisdropped {
+            return false;
+        }
+        let [new, old] = self.slots;
+        match (*(*new).tts_isnull.add(s), *(*old).tts_isnull.add(s)) {
+            (true, true) => false,
+            (false, false) => !same_bytes(
+                *(*new).tts_values.add(s),
+                *(*old).tts_values.add(s),
+                (*attr).attbyval,
+                (*attr).attlen,
+            ),
+            _ => true,
         }
     }
 
@@ -320,6 +369,25 @@ impl Writer {
             pg_sys::ExecDropSingleTupleTableSlot(slot);
         }
     }
+}
+
+/// Whether two values of a type (`byval`, `len` as in pg_attribute) are
+/// stored as the same bytes, as PostgreSQL's `datumIsEqual` decides.
+unsafe fn same_bytes(a: pg_sys::Datum, b: pg_sys::Datum, byval: bool, len: i16) -> bool {
+    if byval {
+        return a == b;
+    }
+    let size = |p: *const u8| match len {
+        -1 => pgrx::varlena::varsize_any(p.cast()),
+        -2 => CStr::from_ptr(p.cast()).to_bytes().len() + 1,
+        n => n as usize,
+    };
+    let (pa, pb) = (
+        a.cast_mut_ptr::<u8>() as *const u8,
+        b.cast_mut_ptr::<u8>() as *const u8,
+    );
+    let (sa, sb) = (size(pa), size(pb));
+    sa == sb && std::slice::from_raw_parts(pa, sa) == std::slice::from_raw_parts(pb, sb)
 }
 
 /// `nextval` of the buffer's sequence, as its owner: the writer of the

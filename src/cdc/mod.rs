@@ -224,7 +224,67 @@ pub fn track(source: Oid, pgt_id: i64, consumer_role: Oid) {
             objects.buffer_name(),
             role = role_name(consumer_role)
         ));
+        // The new consumer may join, filter or group on columns whose
+        // updates the capture should split.
+        ensure_triggers(source, &objects);
     });
+}
+
+/// The columns (attnums) whose change makes the capture split an update of
+/// `source` into a `D` and an `I` row, and the transaction that chose them
+/// (the UPDATE trigger's third argument); from the relation cache, under
+/// the caller's lock on `source`.
+pub fn split_columns_in_force(source: Oid) -> Option<(Vec<i16>, u64)> {
+    let name = CdcObjects::for_source(source, "").triggers[1].clone();
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(source);
+        if rel.is_null() {
+            return None;
+        }
+        let mut found = None;
+        let desc = (*rel).trigdesc;
+        if !desc.is_null() {
+            for i in 0..(*desc).numtriggers as usize {
+                let trigger = &*(*desc).triggers.add(i);
+                if trigger.tgnargs == 3
+                    && std::ffi::CStr::from_ptr(trigger.tgname).to_bytes() == name.as_bytes()
+                {
+                    let arg = std::ffi::CStr::from_ptr(*trigger.tgargs.add(2)).to_string_lossy();
+                    found = pgtrickle_core::buffer::parse_split_columns_arg(&arg);
+                }
+            }
+        }
+        pg_sys::RelationClose(rel);
+        found
+    }
+}
+
+/// The columns of `source` that some consumer's differential refresh
+/// joins, filters or groups on where it pairs updates (see
+/// `dvm::split_columns`). A consumer whose query no longer analyses adds
+/// nothing: its refreshes then read moved updates as before.
+fn wanted_split_columns(source: Oid) -> Vec<i16> {
+    let queries = spi::query(&format!(
+        "SELECT s.defining_query FROM pgtrickle.pgt_stream_tables s \
+           JOIN pgtrickle.pgt_change_tracking ct ON s.pgt_id = ANY (ct.tracked_by_pgt_ids) \
+          WHERE ct.source_relid = {} ORDER BY s.pgt_id",
+        source.to_u32()
+    ));
+    let mut columns = std::collections::BTreeSet::new();
+    for query in queries.into_iter().filter_map(|r| r[0].clone()) {
+        let found = spi::in_subtransaction(|| {
+            let Ok(analysis) = crate::dvm::analyze::analyze(&query) else {
+                return Vec::new();
+            };
+            let plan = crate::refresh::plan_for(&analysis);
+            match crate::refresh::pairable_outputs(&plan) {
+                Some(outputs) => crate::dvm::split_columns(&analysis, outputs, source),
+                None => Vec::new(),
+            }
+        });
+        columns.extend(found.unwrap_or_default());
+    }
+    columns.into_iter().collect()
 }
 
 fn role_name(role: Oid) -> String {
@@ -443,23 +503,67 @@ fn ensure_triggers(source: Oid, objects: &CdcObjects) -> Vec<String> {
         (format!("AFTER DELETE ON {src} REFERENCING OLD TABLE AS __pgt_old FOR EACH STATEMENT EXECUTE FUNCTION {rows}"), rows_function.clone()),
         (format!("AFTER TRUNCATE ON {src} FOR EACH STATEMENT EXECUTE FUNCTION {truncate_function}()"), format!("{truncate_function}()")),
     ];
+    // Updates changing these columns are split (third argument of the
+    // UPDATE trigger). The list only grows while the capture exists: a
+    // refresh counts on it for every change since the transaction that
+    // wrote it, which a shorter list would break.
+    let split_on: Vec<i16> = if c_rows {
+        let current = split_columns_in_force(source)
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+        let mut all: std::collections::BTreeSet<i16> = current.into_iter().collect();
+        all.extend(wanted_split_columns(source));
+        all.into_iter().collect()
+    } else {
+        Vec::new()
+    };
     let mut written = Vec::new();
-    for (name, (definition, function)) in objects.triggers.iter().zip(definitions) {
-        let current = spi::query_value(&format!(
-            "SELECT (t.tgfoid = pg_catalog.to_regprocedure({}) AND t.tgnargs = {})::text FROM pg_catalog.pg_trigger t \
-              WHERE t.tgrelid = {} AND t.tgname = {}",
+    for (k, (name, (definition, function))) in objects.triggers.iter().zip(definitions).enumerate()
+    {
+        let splits = k == 1 && !split_on.is_empty();
+        let nargs = match (c_rows && function == rows_function, splits) {
+            (false, _) => 0,
+            (true, false) => 2,
+            (true, true) => 3,
+        };
+        let current = spi::query(&format!(
+            "SELECT (t.tgfoid = pg_catalog.to_regprocedure({}) AND t.tgnargs = {nargs})::text, \
+                    pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), E'\\\\000', 3) \
+               FROM pg_catalog.pg_trigger t WHERE t.tgrelid = {} AND t.tgname = {}",
             literal(&function),
-            if c_rows && function == rows_function { 2 } else { 0 },
             source.to_u32(),
             literal(name)
         ));
-        match current.as_deref() {
-            Some("true") => continue,
+        let same_split = |arg: Option<&str>| {
+            !splits
+                || arg
+                    .and_then(pgtrickle_core::buffer::parse_split_columns_arg)
+                    .is_some_and(|(columns, _)| columns == split_on)
+        };
+        match current.first() {
+            Some(row) if row[0].as_deref() == Some("true") && same_split(row[1].as_deref()) => {
+                continue
+            }
             Some(_) => {
                 spi::execute(&format!("DROP TRIGGER {} ON {src}", ident(name)));
             }
             None => {}
         }
+        let definition = if splits {
+            // The transaction writing the list: the refresh trusts it for
+            // changes after it (this takes a lock writers hold off).
+            let since = spi::query_value("SELECT pg_catalog.pg_current_xact_id()::text")
+                .and_then(|x| x.parse::<u64>().ok())
+                .expect("a transaction id");
+            let call = rows.strip_suffix(')').expect("a call");
+            let head = definition.strip_suffix(&rows).expect("ends with the call");
+            format!(
+                "{head}{call}, {})",
+                literal(&pgtrickle_core::buffer::split_columns_arg(&split_on, since))
+            )
+        } else {
+            definition
+        };
         spi::execute(&format!("CREATE TRIGGER {} {definition}", ident(name)));
         written.push(name.clone());
     }

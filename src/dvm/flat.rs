@@ -58,6 +58,9 @@ pub enum Variant {
         buffer: String,
         window: String,
         holds_old_values: bool,
+        /// Source columns (attnums) whose change makes every update in the
+        /// window a `D` and an `I` row rather than a `U` row, when known.
+        split_on: Option<Vec<i16>>,
     },
 }
 
@@ -194,6 +197,7 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
             buffer,
             window,
             holds_old_values: false,
+            ..
         } => format!(
             "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'I' THEN 1 ELSE -1 END)::bigint AS __pgt_w \
              FROM {buffer} r WHERE r.action IN ('I', 'D') AND {window}",
@@ -204,6 +208,7 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
             buffer,
             window,
             holds_old_values: true,
+            ..
         } => {
             let old = |c: &str| format!("r.{}", ident(&old_column(c)));
             filtered_union(
@@ -359,17 +364,24 @@ impl Printer {
                 });
                 continue;
             }
-            let Variant::Delta { buffer, window, .. } = variant else {
+            let Variant::Delta {
+                buffer,
+                window,
+                split_on,
+                ..
+            } = variant
+            else {
                 unreachable!("the paired table is the changed one")
             };
             let structural = paired::structural(block, rel, pairing.group_outputs);
+            let moved_updates = paired::moved_updates(&structural, split_on.as_deref());
             let mut names = variant_columns(&shape);
             names.extend((1..=shape.attributes.len()).map(|a| format!("__pgt_o_{a}")));
             names.push("__pgt_wo".into());
             names.push(KEEP.into());
             replacements.push(Replacement {
                 rtindex: rel.rtindex,
-                sql: paired::variant_sql(&shape, buffer, window, &structural),
+                sql: paired::variant_sql(&shape, buffer, window, &structural, moved_updates),
                 names,
                 table: Some(shape),
             });

@@ -19,6 +19,7 @@ pub mod analyze;
 pub mod flat;
 pub mod identity;
 mod paired;
+pub use paired::split_columns;
 pub mod tree;
 mod value_form;
 

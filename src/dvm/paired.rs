@@ -9,7 +9,7 @@
 //! the old arguments beside the new ones (`flat`'s `paired_core`). Other
 //! changes are read as in the plain delta variant.
 
-use super::analyze::{Block, Instance, Relation};
+use super::analyze::{Analysis, Block, Instance, Relation};
 use super::flat::{filtered_union, identity_of, select_list, TableShape, Variant};
 use super::identity::read_attnos;
 use super::value_form::binary_output_function;
@@ -24,11 +24,17 @@ use pgtrickle_core::quote::ident;
 /// columns at weight `__pgt_wo` = -1. Other rows have `__pgt_wo` = 0 (and
 /// old values only if they are updates that moved, which then weigh
 /// nothing); such updates come as a row per image, as in the delta variant.
+///
+/// With `moved_updates` false, no `U` row in the window changed a
+/// structural column (the capture splits such updates into a `D` and an
+/// `I` row; see `moved_updates_split`), and the second read of the window,
+/// for the old images of those that did, is left out.
 pub(super) fn variant_sql(
     shape: &TableShape,
     buffer: &str,
     window: &str,
     structural: &[Structural],
+    moved_updates: bool,
 ) -> String {
     let new = |c: &str| format!("r.{}", ident(&value_column(c)));
     let old = |c: &str| format!("r.{}", ident(&old_column(c)));
@@ -64,33 +70,45 @@ pub(super) fn variant_sql(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    filtered_union(
-        buffer,
-        &[
-            (
-                format!(
-                    "{}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
-                     {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo",
-                    select_list(shape, new),
-                    identity_of(shape, new),
-                ),
-                format!("r.action <> 'T' AND {window}"),
+    let mut branches = vec![(
+        format!(
+            "{}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
+             {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo",
+            select_list(shape, new),
+            identity_of(shape, new),
+        ),
+        format!("r.action <> 'T' AND {window}"),
+    )];
+    if moved_updates {
+        branches.push((
+            format!(
+                "{}, {} AS __pgt_rid, -1::bigint AS __pgt_w, {old_list}, 0::bigint AS __pgt_wo",
+                select_list(shape, old),
+                identity_of(shape, old),
             ),
-            (
-                format!(
-                    "{}, {} AS __pgt_rid, -1::bigint AS __pgt_w, {old_list}, 0::bigint AS __pgt_wo",
-                    select_list(shape, old),
-                    identity_of(shape, old),
-                ),
-                format!("r.action = 'U' AND NOT ({same}) AND {window}"),
-            ),
-        ],
-    )
+            format!("r.action = 'U' AND NOT ({same}) AND {window}"),
+        ));
+    }
+    filtered_union(buffer, &branches)
+}
+
+/// Whether the window can hold a `U` row that changed a `structural`
+/// column: unless the capture splits updates of all of them (`split_on`,
+/// source attnums; see `Variant::Delta`), or a column's change cannot be
+/// told from its bytes (`Unchanged::Unknown` counts every update as one).
+pub(super) fn moved_updates(structural: &[Structural], split_on: Option<&[i16]>) -> bool {
+    let Some(split_on) = split_on else {
+        return true;
+    };
+    structural
+        .iter()
+        .any(|s| matches!(s.unchanged, Unchanged::Unknown) || !split_on.contains(&s.attno))
 }
 
 /// A column a paired core joins, filters or groups on.
 pub(super) struct Structural {
     name: String,
+    attno: i16,
     unchanged: Unchanged,
 }
 
@@ -158,10 +176,42 @@ pub(super) fn structural(block: &Block, rel: &Relation, group_outputs: usize) ->
             let att = desc.get(attno - 1).filter(|a| !a.is_dropped())?;
             Some(Structural {
                 name: att.name().to_string(),
+                attno: attno as i16,
                 unchanged: unsafe { Unchanged::for_type(att.atttypid, att.attcollation) },
             })
         })
         .collect()
+}
+
+/// The columns of `source` (attnums) whose change breaks the pairing of an
+/// update in some core of `analysis` (`group_outputs`: see `Pairing`):
+/// the structural columns of `source` in each block where it can be the
+/// paired table. The capture splits updates that change one of them.
+pub fn split_columns(analysis: &Analysis, group_outputs: usize, source: Oid) -> Vec<i16> {
+    let Ok((_, blocks)) = &analysis.differential else {
+        return Vec::new();
+    };
+    let mut columns = std::collections::BTreeSet::new();
+    for block in blocks {
+        let relations = block.relations();
+        for (i, rel) in relations.iter().enumerate() {
+            if rel.relid != source {
+                continue;
+            }
+            let mut variants = vec![Variant::Full; relations.len()];
+            variants[i] = Variant::Delta {
+                buffer: String::new(),
+                window: String::new(),
+                holds_old_values: true,
+                split_on: None,
+            };
+            if unsafe { pairing(block, &variants, group_outputs) }.is_some() {
+                let read = unsafe { structural_columns(block, rel.rtindex, group_outputs) };
+                columns.extend(read.into_iter().map(|a| a as i16));
+            }
+        }
+    }
+    columns.into_iter().collect()
 }
 
 /// The pairing of a core, if it can have one: a block of tables only,

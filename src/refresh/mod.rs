@@ -292,11 +292,12 @@ fn signature(windows: &[SourceWindow]) -> String {
         .iter()
         .map(|w| {
             format!(
-                "{}:{}:{}:{}",
+                "{}:{}:{}:{}:{:?}",
                 w.source.to_u32(),
                 w.buffer,
                 w.changes > 0,
-                w.holds_old_values
+                w.holds_old_values,
+                w.split_on
             )
         })
         .collect::<Vec<_>>()
@@ -533,21 +534,7 @@ fn differential_statements(
     if let Shape::AnchoredRows { .. } = plan.shape {
         return anchored_statements(st, plan, &blocks[0], frontier, windows, form, &mut printer);
     }
-    // Grouped deltas whose aggregates are sums and counts may pair the old
-    // and new values of updates (not MIN/MAX: their candidates are netted
-    // per value).
-    let pairable_outputs = match &plan.shape {
-        Shape::Groups {
-            group_columns,
-            aggs,
-        } if !aggs
-            .iter()
-            .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max)) =>
-        {
-            Some(group_columns.len())
-        }
-        _ => None,
-    };
+    let pairable_outputs = pairable_outputs(plan);
     let mut cores = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         let relations = block.relations();
@@ -571,6 +558,7 @@ fn differential_statements(
                         buffer: w.buffer.clone(),
                         window: form.sql(frontier, windows, w.source),
                         holds_old_values: w.holds_old_values,
+                        split_on: w.split_on.clone(),
                     };
                     picked += 1;
                 }
@@ -605,6 +593,24 @@ fn differential_statements(
     ))
 }
 
+/// The group outputs of a plan whose deltas may pair the old and new
+/// values of updates: grouped, with sums and counts only (not MIN/MAX,
+/// whose candidates are netted per value).
+pub(crate) fn pairable_outputs(plan: &Plan) -> Option<usize> {
+    match &plan.shape {
+        Shape::Groups {
+            group_columns,
+            aggs,
+        } if !aggs
+            .iter()
+            .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max)) =>
+        {
+            Some(group_columns.len())
+        }
+        _ => None,
+    }
+}
+
 /// A stream table with LEFT JOINs: for each changed table, the join (without
 /// WHERE) of its inserted and deleted row images with the other tables as
 /// they are now, and the identities of its deleted rows (to find stored rows
@@ -630,6 +636,7 @@ fn anchored_statements(
             buffer: w.buffer.clone(),
             window: form.sql(frontier, windows, w.source),
             holds_old_values: w.holds_old_values,
+            split_on: w.split_on.clone(),
         };
         let core = Core {
             sql: printer.core_without_where(block, &variants)?,
@@ -753,6 +760,7 @@ pub fn explain_delta_sql(
                 row_security: false,
                 holds_old_values: objects.holds_old_values(source),
                 buffer_pages: 0,
+                split_on: window::split_before(source, st.frontier.as_ref()?),
             })
         })
         .collect();

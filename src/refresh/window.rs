@@ -25,6 +25,10 @@ pub struct SourceWindow {
     pub holds_old_values: bool,
     /// The buffer's size in pages.
     pub buffer_pages: u32,
+    /// Source columns (attnums) whose change made every update in the
+    /// window a `D` and an `I` row, when the capture was told so before
+    /// the window began (see `cdc::split_columns_in_force`).
+    pub split_on: Option<Vec<i16>>,
 }
 
 impl SourceWindow {
@@ -65,6 +69,7 @@ impl SourceWindow {
                 row_security,
                 holds_old_values: false,
                 buffer_pages: 0,
+                split_on: None,
             };
         };
         let buffer = objects.buffer_name();
@@ -87,6 +92,7 @@ impl SourceWindow {
             row_security,
             holds_old_values,
             buffer_pages,
+            split_on: split_before(source, frontier),
         };
         if buffer_pages == 0 {
             // An empty file holds no change, committed or not: a transaction
@@ -149,4 +155,20 @@ impl SourceWindow {
 pub fn size_class_mark(pages: u64) -> String {
     let class = (64 - pages.leading_zeros()).div_ceil(2);
     format!("/* change buffers of class {class} */ ")
+}
+
+/// The columns whose change splits updates of `source` in every change
+/// after `frontier`: those the capture splits on now, if it was told so by
+/// a transaction that had finished when the frontier's snapshot was taken
+/// (and was not the one taking it). Writers hold off that transaction until
+/// they commit, so every change the frontier has not seen came after it.
+pub(super) fn split_before(source: Oid, frontier: &Frontier) -> Option<Vec<i16>> {
+    let (columns, since) = crate::cdc::split_columns_in_force(source)?;
+    let own = frontier
+        .own_xid
+        .as_deref()
+        .and_then(|x| x.parse::<u64>().ok());
+    (own != Some(since)
+        && pgtrickle_core::buffer::finished_before(&frontier.snapshot, since) == Some(true))
+    .then_some(columns)
 }
