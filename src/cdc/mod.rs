@@ -540,14 +540,10 @@ fn ensure_triggers(source: Oid, objects: &CdcObjects) -> Vec<String> {
                     .and_then(pgtrickle_core::buffer::parse_split_columns_arg)
                     .is_some_and(|(columns, _)| columns == split_on)
         };
-        match current.first() {
-            Some(row) if row[0].as_deref() == Some("true") && same_split(row[1].as_deref()) => {
-                continue
+        if let Some(row) = current.first() {
+            if row[0].as_deref() == Some("true") && same_split(row[1].as_deref()) {
+                continue;
             }
-            Some(_) => {
-                spi::execute(&format!("DROP TRIGGER {} ON {src}", ident(name)));
-            }
-            None => {}
         }
         let definition = if splits {
             // The transaction writing the list: the refresh trusts it for
@@ -564,7 +560,14 @@ fn ensure_triggers(source: Oid, objects: &CdcObjects) -> Vec<String> {
         } else {
             definition
         };
-        spi::execute(&format!("CREATE TRIGGER {} {definition}", ident(name)));
+        // OR REPLACE: its lock (SHARE ROW EXCLUSIVE, like CREATE) lets
+        // refreshes reading the source go on, where DROP TRIGGER's ACCESS
+        // EXCLUSIVE would wait for them, and deadlock with one that waits
+        // for this transaction (a restore's repair, say).
+        spi::execute(&format!(
+            "CREATE OR REPLACE TRIGGER {} {definition}",
+            ident(name)
+        ));
         written.push(name.clone());
     }
     // The PL/pgSQL row capture of 0.1.0, if this source had one.
