@@ -366,11 +366,8 @@ pub fn guard_all() -> Vec<(String, String)> {
 
 /// Raises unless the current user may act for the owner of `st`.
 pub fn check_owner(st: &StreamTable) -> PgtResult<()> {
-    let ok = spi::query_value(&format!(
-        "SELECT pg_catalog.pg_has_role(current_user, {}, 'USAGE')::text",
-        st.owner().to_u32()
-    ));
-    if ok.as_deref() == Some("true") {
+    // pg_has_role(current_user, owner, 'USAGE'): the owner's privileges.
+    if unsafe { pg_sys::has_privs_of_role(spi::current_user(), st.owner()) } {
         Ok(())
     } else {
         Err(PgtError::new(

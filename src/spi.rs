@@ -130,6 +130,30 @@ pub struct Param {
 }
 
 impl Param {
+    /// A `text` parameter.
+    pub fn text(value: Option<&str>) -> Param {
+        Param {
+            type_oid: pg_sys::TEXTOID,
+            value: value.map(str::to_string),
+        }
+    }
+
+    /// A `bigint` parameter.
+    pub fn int8(value: Option<i64>) -> Param {
+        Param {
+            type_oid: pg_sys::INT8OID,
+            value: value.map(|v| v.to_string()),
+        }
+    }
+
+    /// A `timestamptz` parameter, from its text form.
+    pub fn timestamptz(value: &str) -> Param {
+        Param {
+            type_oid: pg_sys::TIMESTAMPTZOID,
+            value: Some(value.to_string()),
+        }
+    }
+
     /// The value, through the type's input function.
     fn datum(&self) -> pg_sys::Datum {
         let Some(text) = &self.value else {
@@ -240,6 +264,21 @@ pub fn keeps_plans() -> bool {
 /// Runs a statement with parameters as of `snapshot`, planned for this
 /// call only.
 pub fn run_with_params(sql: &str, params: &[Param], snapshot: &PinnedSnapshot) -> (u64, Rows) {
+    run_params(sql, params, Some(snapshot))
+}
+
+/// Runs a statement with parameters and a fresh snapshot, through a kept
+/// plan when `pg_trickle.use_prepared_statements` allows; returns the rows
+/// it processed.
+pub fn execute_with_params(sql: &str, params: &[Param]) -> u64 {
+    if keeps_plans() {
+        run_kept(sql, params, None, false).0
+    } else {
+        run_params(sql, params, None).0
+    }
+}
+
+fn run_params(sql: &str, params: &[Param], snapshot: Option<&PinnedSnapshot>) -> (u64, Rows) {
     let _conn = Connection::open();
     let c_sql = CString::new(sql).expect("SQL text contains a NUL byte");
     let mut types: Vec<pg_sys::Oid> = params.iter().map(|p| p.type_oid).collect();
@@ -248,7 +287,7 @@ pub fn run_with_params(sql: &str, params: &[Param], snapshot: &PinnedSnapshot) -
         if plan.is_null() {
             pgrx::error!("pg_trickle: could not prepare internal statement: {sql}");
         }
-        let result = execute_plan(plan, sql, params, Some(snapshot), false);
+        let result = execute_plan(plan, sql, params, snapshot, false);
         pg_sys::SPI_freeplan(plan);
         result
     }

@@ -3,6 +3,8 @@
 //! Reads go through text (`::text` casts) to keep one simple SPI path;
 //! every value written is quoted by `pgtrickle_core::quote`.
 
+pub mod relation;
+
 use crate::error::{ErrorKind, PgtError, PgtResult};
 use crate::refresh::frontier::Frontier;
 use crate::spi;
@@ -90,14 +92,10 @@ impl StreamTable {
 
     /// The role that owns the storage table; refreshes read as this role.
     pub fn owner(&self) -> Oid {
-        let owner = spi::query_value_kept(&format!(
-            "SELECT relowner::bigint::text FROM pg_catalog.pg_class WHERE oid = {}",
-            self.relid.to_u32()
-        ));
         // Never fall back to a privileged role: without its table there is
         // nobody to act for.
-        match owner.and_then(|o| o.parse::<u32>().ok()) {
-            Some(oid) => Oid::from(oid),
+        match relation::facts(self.relid) {
+            Some(facts) => facts.owner,
             None => pgrx::error!(
                 "pg_trickle: the storage table of stream table {} is missing",
                 self.display_name()
@@ -246,25 +244,27 @@ pub struct HistoryEntry<'a> {
 }
 
 pub fn insert_history(e: &HistoryEntry) {
-    let opt = |v: Option<&str>| v.map(literal).unwrap_or_else(|| "NULL".into());
-    let sql = format!(
-        "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, data_timestamp, start_time, end_time, action, \
-         requested_action, status, initiated_by, rows_inserted, rows_deleted, delta_rows, reason, error_message) \
-         VALUES ({}, {}::timestamptz, {}::timestamptz, clock_timestamp(), {}, {}, {}, {}, {}, {}, {}, {}, {})",
-        e.pgt_id,
-        literal(e.start_time),
-        literal(e.start_time),
-        literal(e.action),
-        literal(e.requested_action),
-        literal(e.status),
-        literal(e.initiated_by),
-        e.rows_inserted,
-        e.rows_deleted,
-        e.delta_rows.map(|d| d.to_string()).unwrap_or_else(|| "NULL".into()),
-        opt(e.reason),
-        opt(e.error_message),
-    );
-    spi::as_role(spi::superuser(), || spi::execute(&sql));
+    let params = [
+        spi::Param::int8(Some(e.pgt_id)),
+        spi::Param::timestamptz(e.start_time),
+        spi::Param::text(Some(e.action)),
+        spi::Param::text(Some(e.requested_action)),
+        spi::Param::text(Some(e.status)),
+        spi::Param::text(Some(e.initiated_by)),
+        spi::Param::int8(Some(e.rows_inserted)),
+        spi::Param::int8(Some(e.rows_deleted)),
+        spi::Param::int8(e.delta_rows),
+        spi::Param::text(e.reason),
+        spi::Param::text(e.error_message),
+    ];
+    spi::as_role(spi::superuser(), || {
+        spi::execute_with_params(
+            "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, data_timestamp, start_time, end_time, action, \
+             requested_action, status, initiated_by, rows_inserted, rows_deleted, delta_rows, reason, error_message) \
+             VALUES ($1, $2, $2, pg_catalog.clock_timestamp(), $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &params,
+        )
+    });
 }
 
 /// SQL: the installed SQL objects are of another version than the loaded

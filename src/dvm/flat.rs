@@ -199,7 +199,7 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
             holds_old_values: false,
             ..
         } => format!(
-            "SELECT {}, {} AS __pgt_rid, (CASE WHEN r.action = 'I' THEN 1 ELSE -1 END)::bigint AS __pgt_w \
+            "SELECT {}, {} AS __pgt_rid, CASE WHEN r.action = 'I' THEN 1::bigint ELSE -1::bigint END AS __pgt_w \
              FROM {buffer} r WHERE r.action IN ('I', 'D') AND {window}",
             select_list(shape, new),
             identity_of(shape, new),
@@ -216,7 +216,7 @@ pub(super) fn variant_sql(rel: &Relation, shape: &TableShape, variant: &Variant)
                 &[
                     (
                         format!(
-                            "{}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w",
+                            "{}, {} AS __pgt_rid, CASE WHEN r.action = 'D' THEN -1::bigint ELSE 1::bigint END AS __pgt_w",
                             select_list(shape, new),
                             identity_of(shape, new),
                         ),

@@ -70,10 +70,16 @@ pub(super) fn variant_sql(
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // Without moved updates, every `U` row kept its structural columns.
+    let kept_structure = if moved_updates {
+        format!("r.action = 'U' AND {same}")
+    } else {
+        "r.action = 'U'".to_string()
+    };
     let mut branches = vec![(
         format!(
-            "{}, {} AS __pgt_rid, (CASE WHEN r.action = 'D' THEN -1 ELSE 1 END)::bigint AS __pgt_w, \
-             {old_list}, (CASE WHEN r.action = 'U' AND {same} THEN -1 ELSE 0 END)::bigint AS __pgt_wo",
+            "{}, {} AS __pgt_rid, CASE WHEN r.action = 'D' THEN -1::bigint ELSE 1::bigint END AS __pgt_w, \
+             {old_list}, CASE WHEN {kept_structure} THEN -1::bigint ELSE 0::bigint END AS __pgt_wo",
             select_list(shape, new),
             identity_of(shape, new),
         ),

@@ -18,9 +18,10 @@
 
 use crate::config;
 use crate::dvm::sqlgen::{Statement, Tally};
-use crate::spi;
-use pgtrickle_core::quote::literal;
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
 
+/// The settings the hints change, with their session values.
 type Settings = Vec<(&'static str, String)>;
 
 pub struct PlannerHints {
@@ -31,23 +32,18 @@ pub struct PlannerHints {
 }
 
 impl PlannerHints {
-    /// Raises `work_mem`, reading the session's settings in the same query.
+    /// Raises `work_mem`, keeping the session's values to restore.
     pub fn start() -> PlannerHints {
         let session = config::MERGE_PLANNER_HINTS.get().then(|| {
-            set_local(&[
-                (
-                    "work_mem",
-                    literal(&format!("{}MB", config::MERGE_WORK_MEM_MB.get())),
-                ),
-                (
-                    "enable_sort",
-                    "pg_catalog.current_setting('enable_sort')".into(),
-                ),
-                (
-                    "random_page_cost",
-                    "pg_catalog.current_setting('random_page_cost')".into(),
-                ),
-            ])
+            let session: Settings = ["work_mem", "enable_sort", "random_page_cost"]
+                .into_iter()
+                .map(|name| (name, current_setting(name)))
+                .collect();
+            set_local(
+                "work_mem",
+                &format!("{}MB", config::MERGE_WORK_MEM_MB.get()),
+            );
+            session
         });
         PlannerHints {
             session,
@@ -69,64 +65,75 @@ impl PlannerHints {
         if wanted == self.in_effect {
             return;
         }
-        let original = |name: &str| -> String {
+        let original = |name: &str| -> &str {
             session
                 .iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, v)| literal(v))
+                .map(|(_, v)| v.as_str())
                 .unwrap_or_default()
         };
-        let sort = if wanted.0 {
-            "'off'".to_string()
+        set_local(
+            "enable_sort",
+            if wanted.0 {
+                "off"
+            } else {
+                original("enable_sort")
+            },
+        );
+        let cost = original("random_page_cost");
+        if wanted.1 {
+            set_local("random_page_cost", &cheap_probes(cost));
         } else {
-            original("enable_sort")
-        };
-        let cost = if wanted.1 {
-            format!("least({}::float8, 1.1)::text", original("random_page_cost"))
-        } else {
-            original("random_page_cost")
-        };
-        set_local(&[("enable_sort", sort), ("random_page_cost", cost)]);
+            set_local("random_page_cost", cost);
+        }
         self.in_effect = wanted;
     }
 
     /// Puts the session's settings back.
     pub fn finish(self) {
         if let Some(session) = self.session {
-            let values: Settings = session
-                .iter()
-                .map(|(name, value)| (*name, literal(value)))
-                .collect();
-            set_local(&values);
+            for (name, value) in &session {
+                set_local(name, value);
+            }
         }
     }
 }
 
-/// Sets settings (name, SQL expression of the value) for the rest of the
-/// transaction, in one query; returns their previous values.
-fn set_local(settings: &[(&'static str, String)]) -> Settings {
-    let current: Vec<String> = settings
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| format!("pg_catalog.current_setting({}) AS s{i}", literal(name)))
-        .collect();
-    let set: Vec<String> = settings
-        .iter()
-        .map(|(name, value)| format!("pg_catalog.set_config({}, {value}, true)", literal(name)))
-        .collect();
-    // The fenced subquery reads the old values before the outer row sets
-    // the new ones.
-    let row = spi::query_kept(&format!(
-        "SELECT old.*, {} FROM (SELECT {} OFFSET 0) old",
-        set.join(", "),
-        current.join(", ")
-    ))
-    .into_iter()
-    .next()
-    .unwrap_or_default();
-    settings
-        .iter()
-        .zip(row)
-        .map(|((name, _), value)| (*name, value.unwrap_or_default()))
-        .collect()
+/// `random_page_cost` for statements that probe an index once per changed
+/// row: the session's value, at most 1.1.
+fn cheap_probes(session_value: &str) -> String {
+    match session_value.parse::<f64>() {
+        Ok(cost) if cost <= 1.1 => session_value.to_string(),
+        _ => "1.1".to_string(),
+    }
+}
+
+/// The value of setting `name` as `current_setting` shows it.
+fn current_setting(name: &str) -> String {
+    let name = CString::new(name).expect("setting name");
+    // SAFETY: the name is a valid C string; the result is a palloc'd copy.
+    unsafe {
+        let value = pg_sys::GetConfigOptionByName(name.as_ptr(), std::ptr::null_mut(), false);
+        CStr::from_ptr(value).to_string_lossy().into_owned()
+    }
+}
+
+/// Sets `name` to `value` for the rest of the transaction, as
+/// `set_config(name, value, true)` does (without a statement to run).
+fn set_local(name: &str, value: &str) {
+    let name = CString::new(name).expect("setting name");
+    let value = CString::new(value).expect("setting value");
+    // SAFETY: valid C strings; an invalid value raises an ERROR (elevel 0).
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
 }

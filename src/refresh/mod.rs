@@ -20,6 +20,7 @@ use crate::spi::{self, PinnedSnapshot};
 use cleanup::Cleanup;
 use frontier::Frontier;
 use pgrx::pg_sys::{self, Oid};
+use pgrx::IntoDatum;
 use pgtrickle_core::quote::literal;
 use std::collections::BTreeMap;
 use window::SourceWindow;
@@ -48,19 +49,18 @@ const LOCK_CLASS: i32 = 0x0070_6774; // "pgt"
 /// Takes the refresh lock of `pgt_id` for the rest of the transaction;
 /// `false` if `wait` is off and another refresh holds it.
 pub fn lock(pgt_id: i64, wait: bool) -> bool {
-    if wait {
-        spi::execute(&format!(
-            "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_CLASS}, {}::int4)",
-            pgt_id as i32
-        ));
-        true
-    } else {
-        spi::query_value(&format!(
-            "SELECT pg_catalog.pg_try_advisory_xact_lock({LOCK_CLASS}, {}::int4)::text",
-            pgt_id as i32
-        ))
-        .as_deref()
-            == Some("true")
+    let key = [LOCK_CLASS.into_datum(), (pgt_id as i32).into_datum()];
+    // SAFETY: the advisory-lock functions take two int4 arguments; the
+    // calls are pg_advisory_xact_lock(...) and pg_try_advisory_xact_lock(...)
+    // without a statement around them.
+    unsafe {
+        if wait {
+            pgrx::direct_function_call_as_datum(pg_sys::pg_advisory_xact_lock_int4, &key);
+            true
+        } else {
+            pgrx::direct_function_call::<bool>(pg_sys::pg_try_advisory_xact_lock_int4, &key)
+                .unwrap_or(false)
+        }
     }
 }
 
@@ -218,23 +218,34 @@ pub fn refresh_locked(st: &StreamTable, initiator: Initiator) -> PgtResult<()> {
         _ => None,
     };
     spi::as_role(spi::superuser(), || {
-        spi::execute(&format!(
-            "UPDATE pgtrickle.pgt_stream_tables SET frontier = {}::jsonb, data_timestamp = {}::timestamptz, \
-             last_refresh_at = pg_catalog.now(), is_populated = true, needs_reinit = false, \
-             status = CASE WHEN status = 'INITIALIZING' THEN 'ACTIVE' ELSE status END, \
-             consecutive_errors = 0, last_error = NULL, updated_at = pg_catalog.now() \
-             {} WHERE pgt_id = {}",
-            literal(&new_frontier.to_json()),
-            literal(&new_frontier.data_timestamp),
-            if action == "FULL" {
-                ", last_full_ms = extract(epoch FROM pg_catalog.clock_timestamp() - ".to_string()
-                    + &literal(&start_time)
-                    + "::timestamptz) * 1000"
-            } else {
-                String::new()
+        // Texts without values, so that their plans are kept.
+        let full = action == "FULL";
+        let mut params = vec![
+            spi::Param::int8(Some(st.pgt_id)),
+            spi::Param {
+                type_oid: pg_sys::JSONBOID,
+                value: Some(new_frontier.to_json()),
             },
-            st.pgt_id
-        ));
+            spi::Param::timestamptz(&new_frontier.data_timestamp),
+        ];
+        if full {
+            params.push(spi::Param::timestamptz(&start_time));
+        }
+        spi::execute_with_params(
+            &format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2, data_timestamp = $3, \
+                 last_refresh_at = pg_catalog.now(), is_populated = true, needs_reinit = false, \
+                 status = CASE WHEN status = 'INITIALIZING' THEN 'ACTIVE' ELSE status END, \
+                 consecutive_errors = 0, last_error = NULL, updated_at = pg_catalog.now() \
+                 {} WHERE pgt_id = $1",
+                if full {
+                    ", last_full_ms = extract(epoch FROM pg_catalog.clock_timestamp() - $4) * 1000"
+                } else {
+                    ""
+                },
+            ),
+            &params,
+        );
         // A scheduler tick that found nothing to do is not history.
         let quiet = action == "NO_DATA" && initiator == Initiator::Scheduler;
         if !quiet {
@@ -728,10 +739,16 @@ fn notify_refresh(st: &StreamTable, action: &str, tally: (i64, i64), start_time:
         "rows_deleted": tally.1,
         "started_at": start_time,
     });
-    spi::execute(&format!(
-        "SELECT pg_catalog.pg_notify('pg_trickle_refresh', {})",
-        literal(&payload.to_string())
-    ));
+    // pg_notify without a statement to parse.
+    unsafe {
+        pgrx::direct_function_call_as_datum(
+            pg_sys::pg_notify,
+            &[
+                "pg_trickle_refresh".into_datum(),
+                payload.to_string().into_datum(),
+            ],
+        );
+    }
 }
 
 /// The statements a differential refresh would run if every tracked source

@@ -1,6 +1,7 @@
 //! How many changes of one source are new since a stream table's frontier.
 
 use super::frontier::Frontier;
+use crate::catalog::relation;
 use crate::cdc::CdcObjects;
 use crate::config;
 use crate::spi::{self, PinnedSnapshot};
@@ -44,20 +45,14 @@ impl SourceWindow {
     ) -> SourceWindow {
         let source = sources[index];
         let oid = source.to_u32();
-        let meta = spi::query_kept(&format!(
-            "SELECT c.oid::regclass::text, c.reltuples::text, c.relrowsecurity::text \
-             FROM pg_catalog.pg_class c WHERE c.oid = {oid}"
-        ));
-        let (name, estimated_rows, row_security) = meta
-            .first()
-            .map(|r| {
-                (
-                    r[0].clone().unwrap_or_default(),
-                    r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0.0),
-                    r[2].as_deref() == Some("true"),
-                )
-            })
-            .unwrap_or_else(|| (format!("(dropped table {oid})"), 0.0, false));
+        let (name, estimated_rows, row_security) = match relation::facts(source) {
+            Some(facts) => (
+                relation::display_name(source),
+                facts.reltuples,
+                facts.row_security,
+            ),
+            None => (format!("(dropped table {oid})"), 0.0, false),
+        };
         let Some(objects) = CdcObjects::existing(source) else {
             return SourceWindow {
                 source,

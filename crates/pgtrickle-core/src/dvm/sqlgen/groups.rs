@@ -229,18 +229,22 @@ pub(super) fn groups_apply(
         // weight is 1 or -1 (0: a row without old values), so the sum is
         // that of the rows weighted 1 minus that of the rows weighted -1:
         // plain sums of the values, with no multiplication or negation per
-        // row (and no overflow negating the smallest integer).
+        // row (and no overflow negating the smallest integer). Old values
+        // only ever weigh -1 (the other tables of a paired core are read
+        // whole, at +1), so theirs is one sum, subtracted.
         let summed = |value: &dyn Fn(&str) -> String| {
-            let signed = |v: &str, w: &str| {
-                sub_sums(
-                    &format!("sum({v}) FILTER (WHERE {w} > 0)"),
-                    &format!("sum({v}) FILTER (WHERE {w} < 0)"),
-                    agg.non_finite,
-                )
-            };
-            let new = signed(&value(&a), "u.__pgt_w");
+            let v = value(&a);
+            let new = sub_sums(
+                &format!("sum({v}) FILTER (WHERE u.__pgt_w > 0)"),
+                &format!("sum({v}) FILTER (WHERE u.__pgt_w < 0)"),
+                agg.non_finite,
+            );
             match &old {
-                Some(o) => add_sums(&new, &signed(&value(o), "u.__pgt_wo"), agg.non_finite),
+                Some(o) => sub_sums(
+                    &new,
+                    &format!("sum({}) FILTER (WHERE u.__pgt_wo < 0)", value(o)),
+                    agg.non_finite,
+                ),
                 None => new,
             }
         };
