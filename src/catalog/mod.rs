@@ -1,7 +1,8 @@
 //! Typed access to the catalog tables.
 //!
 //! Reads go through text (`::text` casts) to keep one simple SPI path;
-//! every value written is quoted by `pgtrickle_core::quote`.
+//! every value written is quoted by `pgtrickle_core::quote` or passed as a
+//! statement parameter.
 
 pub mod relation;
 

@@ -2,6 +2,7 @@
 //! monitoring and refreshes running as the owner.
 
 use pgtrickle_e2e::{cluster_with_extension, db_error, difference, Client};
+use postgres::fallible_iterator::FallibleIterator;
 
 fn setup(client: &mut Client) {
     client
@@ -1696,4 +1697,87 @@ fn whole_row_references_mean_the_source_row_in_every_mode() {
                 .unwrap();
         }
     }
+}
+
+#[test]
+fn every_refresh_is_recorded_and_announced() {
+    let (cluster, mut client) = cluster_with_extension();
+    setup(&mut client);
+    client
+        .batch_execute(
+            "SELECT pgtrickle.create_stream_table('g', 'SELECT grp, sum(val) AS s FROM src GROUP BY grp', NULL);
+             SELECT pgtrickle.create_stream_table('\"we''ird\"', 'SELECT id, val FROM src', NULL, 'FULL');",
+        )
+        .unwrap();
+    let mut listener = cluster.connect();
+    listener.batch_execute("LISTEN pg_trickle_refresh").unwrap();
+    client
+        .batch_execute(
+            "UPDATE src SET val = val + 1 WHERE id <= 3;
+             SELECT pgtrickle.refresh_stream_table('g');
+             SELECT pgtrickle.refresh_stream_table('\"we''ird\"');",
+        )
+        .unwrap();
+
+    // One notification per refresh, a JSON object naming the stream table
+    // (any character in its name) and what the refresh did.
+    let mut notifications = listener.notifications();
+    let mut iter = notifications.timeout_iter(std::time::Duration::from_secs(5));
+    let payloads: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            let n = iter
+                .next()
+                .expect("reading notifications")
+                .expect("a notification");
+            serde_json::from_str(n.payload()).unwrap()
+        })
+        .collect();
+    assert_eq!(payloads.len(), 2, "{payloads:?}");
+    assert_eq!(payloads[0]["name"], "g");
+    assert_eq!(payloads[0]["action"], "DIFFERENTIAL");
+    assert_eq!(payloads[1]["schema"], "public");
+    assert_eq!(payloads[1]["name"], "we'ird");
+    assert_eq!(payloads[1]["action"], "FULL");
+    assert_eq!(payloads[1]["rows_inserted"], 40);
+    assert_eq!(payloads[1]["rows_deleted"], 40);
+
+    // The history rows, every column as the refresh knew it.
+    let mut row = |name: &str| {
+        client
+            .query_one(
+                "SELECT h.action || '/' || h.requested_action || '/' || h.status || '/' || h.initiated_by
+                        || '/' || coalesce(h.reason, '-') || '/' || coalesce(h.error_message, '-')
+                        || '/' || (h.delta_rows IS NOT NULL) || '/' || (h.data_timestamp = h.start_time)
+                        || '/' || (h.end_time >= h.start_time)
+                   FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                  WHERE s.pgt_name = $1 ORDER BY h.refresh_id DESC LIMIT 1",
+                &[&name],
+            )
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(
+        row("g"),
+        "DIFFERENTIAL/DIFFERENTIAL/COMPLETED/MANUAL/-/-/true/true/true"
+    );
+    assert_eq!(
+        row("we'ird"),
+        "FULL/FULL/COMPLETED/MANUAL/refresh mode FULL/-/false/true/true"
+    );
+
+    // The catalog row: the frontier moved, and a FULL refresh (also the
+    // initial population of `g`) records how long it took.
+    let catalog: String = client
+        .query_one(
+            "SELECT string_agg(pgt_name || ':' || (frontier IS NOT NULL) || ':' || is_populated || ':'
+                               || coalesce((last_full_ms >= 0)::text, '-') || ':' || status, ' ' ORDER BY pgt_name)
+               FROM pgtrickle.pgt_stream_tables",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        catalog,
+        "g:true:true:true:ACTIVE we'ird:true:true:true:ACTIVE"
+    );
 }
