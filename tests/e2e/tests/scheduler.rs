@@ -315,6 +315,21 @@ fn buffer_files(client: &mut Client, source: &str) -> (u32, i64, i64, i64) {
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
 
+/// Waits until a scheduler worker serves the client's database.
+fn wait_for_scheduler(client: &mut Client) {
+    wait_until("the scheduler", Duration::from_secs(20), || {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                  WHERE backend_type = 'pg_trickle scheduler' AND datname = pg_catalog.current_database()",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+}
+
 #[test]
 fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
     let (_cluster, mut client) = fast_cluster();
@@ -348,17 +363,7 @@ fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
 
     // The sweeps below are the scheduler's: wait until it serves the
     // database (a refresh before then cleans up itself).
-    wait_until("the scheduler", Duration::from_secs(20), || {
-        client
-            .query_one(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                  WHERE backend_type = 'pg_trickle scheduler' AND datname = pg_catalog.current_database()",
-                &[],
-            )
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    });
+    wait_for_scheduler(&mut client);
     fill(&mut client, 1);
     let (file, size, toast, index) = buffer_files(&mut client, "big");
     assert!(size >= 1 << 20, "{size} bytes of changes");
@@ -412,6 +417,80 @@ fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
         .unwrap();
     assert_eq!(difference(&mut client, "id, n", "big_st", query), 0);
     assert_eq!(pending_rows(&mut client), 0);
+}
+
+/// The size of `source`'s change buffer file, read without locking the
+/// buffer (a lock would keep the sweep from emptying it).
+fn buffer_file_size(client: &mut Client, source: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT (pg_catalog.pg_stat_file(pg_catalog.pg_relation_filepath( \
+                 pg_catalog.format('pgtrickle_changes.changes_%s', $1::text::regclass::oid)::regclass))).size",
+            &[&source],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_manual_refresh_wakes_the_sweep_once_it_has_let_go_of_the_buffers() {
+    // A buffer of 1 MB or more is emptied under an ACCESS EXCLUSIVE lock that
+    // the sweep does not wait for. Woken while the refresh still held the
+    // buffer, the sweep would leave it full until its next tick, here a
+    // minute away; so every round below is emptied only if the wake-up came
+    // after the refresh's locks were released.
+    let (cluster, mut client) = fast_cluster();
+    let query = "SELECT id, pad FROM big";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE big (id int PRIMARY KEY, pad text);
+             SELECT pgtrickle.create_stream_table('big_st', $q${query}$q$, NULL);"
+        ))
+        .unwrap();
+    wait_for_scheduler(&mut client);
+    set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
+    // The worker reloads on the signal, then sleeps for the new interval.
+    std::thread::sleep(Duration::from_secs(2));
+    // Sessions keeping the CPUs busy: a backend that wakes the scheduler
+    // may then lose its CPU to it before it gets to release its locks.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut session = cluster.connect();
+            std::thread::spawn(move || {
+                let _ = session.batch_execute(
+                    "SET statement_timeout = '60s';
+                     SELECT count(*) FROM generate_series(1, 10000000000)",
+                );
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        let from = round * 20_000 + 1;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO big SELECT g, repeat('x', 150) FROM generate_series({from}, {from} + 19999) g"
+            ))
+            .unwrap();
+        assert!(buffer_file_size(&mut client, "big") >= 1 << 20);
+        client
+            .batch_execute("SELECT pgtrickle.refresh_stream_table('big_st')")
+            .unwrap();
+        wait_until(
+            &format!("the sweep woken by refresh {round}"),
+            Duration::from_secs(10),
+            || buffer_file_size(&mut client, "big") == 0,
+        );
+    }
+    client
+        .batch_execute(
+            "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity \
+              WHERE query LIKE '%generate_series(1, 10000000000)%' AND pid <> pg_catalog.pg_backend_pid()",
+        )
+        .unwrap();
+    for session in busy {
+        session.join().unwrap();
+    }
+    assert_eq!(difference(&mut client, "id, pad", "big_st", query), 0);
 }
 
 #[test]
