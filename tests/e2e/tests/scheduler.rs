@@ -458,7 +458,7 @@ fn a_manual_refresh_wakes_the_sweep_once_it_has_let_go_of_the_buffers() {
             let mut session = cluster.connect();
             std::thread::spawn(move || {
                 let _ = session.batch_execute(
-                    "SET statement_timeout = '60s';
+                    "SET statement_timeout = '30s';
                      SELECT count(*) FROM generate_series(1, 10000000000)",
                 );
             })
