@@ -330,16 +330,21 @@ fn wait_for_scheduler(client: &mut Client) {
     });
 }
 
-#[test]
-fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
-    let (_cluster, mut client) = fast_cluster();
-    let query = "SELECT id, length(pad) AS n FROM big";
+/// The table `big` and the manual stream table `big_st` over `query`.
+fn create_big(client: &mut Client, query: &str) {
     client
         .batch_execute(&format!(
             "CREATE TABLE big (id int PRIMARY KEY, pad text);
              SELECT pgtrickle.create_stream_table('big_st', $q${query}$q$, NULL);"
         ))
         .unwrap();
+}
+
+#[test]
+fn a_consumed_buffer_is_emptied_in_place_unless_it_held_a_truncate_marker() {
+    let (_cluster, mut client) = fast_cluster();
+    let query = "SELECT id, length(pad) AS n FROM big";
+    create_big(&mut client, query);
     // More than the 1 MB below which a sweep DELETEs, some of it TOASTed
     // (random text does not compress below the TOAST threshold).
     let fill = |client: &mut Client, from: i32| {
@@ -441,12 +446,7 @@ fn a_manual_refresh_wakes_the_sweep_once_it_has_let_go_of_the_buffers() {
     // after the refresh's locks were released.
     let (cluster, mut client) = fast_cluster();
     let query = "SELECT id, pad FROM big";
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE big (id int PRIMARY KEY, pad text);
-             SELECT pgtrickle.create_stream_table('big_st', $q${query}$q$, NULL);"
-        ))
-        .unwrap();
+    create_big(&mut client, query);
     wait_for_scheduler(&mut client);
     set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
     // The worker reloads on the signal, then sleeps for the new interval.
