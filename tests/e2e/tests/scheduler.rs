@@ -493,6 +493,75 @@ fn a_manual_refresh_wakes_the_sweep_once_it_has_let_go_of_the_buffers() {
     assert_eq!(difference(&mut client, "id, pad", "big_st", query), 0);
 }
 
+/// The qualified name of `source`'s change buffer.
+fn buffer_name(client: &mut Client, source: &str) -> String {
+    client
+        .query_one(
+            "SELECT pg_catalog.format('pgtrickle_changes.changes_%s', $1::text::regclass::oid)",
+            &[&source],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// The rows in `source`'s change buffer.
+fn buffer_rows(client: &mut Client, source: &str) -> i64 {
+    let buffer = buffer_name(client, source);
+    client
+        .query_one(&format!("SELECT count(*) FROM {buffer}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn the_sweep_deletes_what_was_consumed_while_another_session_reads_the_buffer() {
+    // Changes committed after the refresh's snapshot keep the buffer from
+    // being emptied whole, so the sweep has no use for an exclusive lock on
+    // it: it deletes what was consumed even while a session reads the
+    // buffer (another consumer's refresh, say). Were it to try the lock, it
+    // would find it taken and leave everything for its next tick, here a
+    // minute away.
+    let (cluster, mut client) = fast_cluster();
+    let query = "SELECT id, pad FROM big";
+    create_big(&mut client, query);
+    wait_for_scheduler(&mut client);
+    set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
+    // The worker reloads on the signal, then sleeps for the new interval.
+    std::thread::sleep(Duration::from_secs(2));
+    client
+        .batch_execute(
+            "INSERT INTO big SELECT g, repeat('x', 150) FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+    // Large enough to be emptied with TRUNCATE if it were all consumed.
+    assert!(buffer_file_size(&mut client, "big") >= 1 << 20);
+    let mut reader = cluster.connect();
+    reader
+        .batch_execute(&format!(
+            "BEGIN; LOCK {} IN ACCESS SHARE MODE",
+            buffer_name(&mut client, "big")
+        ))
+        .unwrap();
+    client
+        .batch_execute("BEGIN; SELECT pgtrickle.refresh_stream_table('big_st')")
+        .unwrap();
+    let mut writer = cluster.connect();
+    writer
+        .batch_execute("INSERT INTO big SELECT g, 'y' FROM generate_series(20001, 20100) g")
+        .unwrap();
+    client.batch_execute("COMMIT").unwrap();
+    wait_until(
+        "the sweep the refresh woke",
+        Duration::from_secs(10),
+        || buffer_rows(&mut client, "big") == 100,
+    );
+    reader.batch_execute("COMMIT").unwrap();
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('big_st')")
+        .unwrap();
+    assert_eq!(difference(&mut client, "id, pad", "big_st", query), 0);
+}
+
 #[test]
 fn the_scheduler_sweeps_consumed_changes_and_keeps_the_rest() {
     let (cluster, mut client) = fast_cluster();
