@@ -27,8 +27,10 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
+use std::rc::Rc;
 
 #[pg_schema]
 mod pgtrickle {
@@ -130,9 +132,87 @@ unsafe fn fills(buffer_desc: pg_sys::TupleDesc, source_desc: pg_sys::TupleDesc) 
     out
 }
 
-/// Whether every column of the source has a buffer column for its old value.
-fn captures_old_values(fills: &[Fill], source_live: usize) -> bool {
-    fills.iter().filter(|f| matches!(f, Fill::Old(_))).count() == source_live
+/// How a buffer is filled from its source: worked out from the names of
+/// their columns at the first statement of a backend that writes the
+/// source, and kept until either relation (or the buffer's sequence)
+/// changes, so that a single-row write does not pay for it every time.
+struct Layout {
+    fills: Vec<Fill>,
+    /// The source's columns that are not dropped.
+    source_live: usize,
+    /// The buffer's `change_id` sequence.
+    sequence: pg_sys::Oid,
+}
+
+impl Layout {
+    /// Whether every column of the source has a buffer column for its old
+    /// value.
+    fn captures_old_values(&self) -> bool {
+        self.fills
+            .iter()
+            .filter(|f| matches!(f, Fill::Old(_)))
+            .count()
+            == self.source_live
+    }
+}
+
+thread_local! {
+    /// Layouts by (buffer, source).
+    static LAYOUTS: RefCell<HashMap<(u32, u32), Rc<Layout>>> = RefCell::new(HashMap::new());
+    static LAYOUTS_WATCHED: Cell<bool> = const { Cell::new(false) };
+    /// Set when an invalidation came while the layouts were borrowed.
+    static LAYOUTS_STALE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Forgets the layouts that involve relation `relid` (every layout for
+/// `InvalidOid`), as PostgreSQL invalidates its own cache entries.
+unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    LAYOUTS.with(|layouts| {
+        // Never borrowed across a call into PostgreSQL; if it were, keep
+        // nothing rather than miss the change.
+        let Ok(mut layouts) = layouts.try_borrow_mut() else {
+            LAYOUTS_STALE.with(|s| s.set(true));
+            return;
+        };
+        if relid == pg_sys::InvalidOid {
+            layouts.clear();
+        } else {
+            let r = relid.to_u32();
+            layouts.retain(|&(b, s), l| b != r && s != r && l.sequence.to_u32() != r);
+        }
+    });
+}
+
+/// The layout of `buffer` (named `table` in `namespace`) for `source`, both
+/// open.
+unsafe fn layout(
+    buffer: pg_sys::Relation,
+    source: pg_sys::Relation,
+    namespace: pg_sys::Oid,
+    table: &CStr,
+) -> Rc<Layout> {
+    let key = ((*buffer).rd_id.to_u32(), (*source).rd_id.to_u32());
+    if LAYOUTS_STALE.with(|s| s.replace(false)) {
+        LAYOUTS.with(|l| l.borrow_mut().clear());
+    }
+    if let Some(kept) = LAYOUTS.with(|l| l.borrow().get(&key).cloned()) {
+        return kept;
+    }
+    if !LAYOUTS_WATCHED.with(|w| w.replace(true)) {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0));
+    }
+    let source_desc = (*source).rd_att;
+    let sequence_name = CString::new(format!("{}_change_id_seq", table.to_string_lossy()))
+        .expect("no NUL in a buffer name");
+    let layout = Rc::new(Layout {
+        fills: fills((*buffer).rd_att, source_desc),
+        source_live: (0..(*source_desc).natts as usize)
+            .filter(|&s| !(*attribute(source_desc, s)).attisdropped)
+            .count(),
+        sequence: pg_sys::get_relname_relid(sequence_name.as_ptr(), namespace),
+    });
+    LAYOUTS.with(|l| l.borrow_mut().insert(key, layout.clone()));
+    layout
 }
 
 unsafe fn capture(td: &pg_sys::TriggerData) {
@@ -172,9 +252,6 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
             table.to_string_lossy()
         );
     }
-    let sequence_name = CString::new(format!("{}_change_id_seq", table.to_string_lossy()))
-        .expect("no NUL in a buffer name");
-    let sequence = pg_sys::get_relname_relid(sequence_name.as_ptr(), namespace);
 
     let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
     if ![
@@ -188,12 +265,15 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
     }
 
     let buffer = pg_sys::table_open(buffer_oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-    let mut writer = Writer::new(buffer, source, sequence);
+    // With both relations open, a layout still kept is up to date: opening
+    // the buffer took in any invalidation that was pending.
+    let layout = layout(buffer, source, namespace, table);
+    let mut writer = Writer::new(buffer, source, layout);
     match op {
         pg_sys::TRIGGER_EVENT_INSERT => writer.write_all(td.tg_newtable, b'I'),
         pg_sys::TRIGGER_EVENT_DELETE => writer.write_all(td.tg_oldtable, b'D'),
         _ => {
-            let paired = captures_old_values(&writer.fills, writer.source_live)
+            let paired = writer.layout.captures_old_values()
                 && !td.tg_oldtable.is_null()
                 && !td.tg_newtable.is_null()
                 && pg_sys::tuplestore_tuple_count(td.tg_oldtable)
@@ -214,9 +294,7 @@ unsafe fn capture(td: &pg_sys::TriggerData) {
 struct Writer {
     buffer: pg_sys::Relation,
     source_desc: pg_sys::TupleDesc,
-    source_live: usize,
-    sequence: pg_sys::Oid,
-    fills: Vec<Fill>,
+    layout: Rc<Layout>,
     xid: u64,
     now: pg_sys::TimestampTz,
     values: Vec<pg_sys::Datum>,
@@ -228,20 +306,14 @@ impl Writer {
     unsafe fn new(
         buffer: pg_sys::Relation,
         source: pg_sys::Relation,
-        sequence: pg_sys::Oid,
+        layout: Rc<Layout>,
     ) -> Writer {
-        let buffer_desc = (*buffer).rd_att;
         let source_desc = (*source).rd_att;
-        let natts = (*buffer_desc).natts as usize;
-        let source_live = (0..(*source_desc).natts as usize)
-            .filter(|&s| !(*attribute(source_desc, s)).attisdropped)
-            .count();
+        let natts = (*(*buffer).rd_att).natts as usize;
         Writer {
             buffer,
             source_desc,
-            source_live,
-            sequence,
-            fills: fills(buffer_desc, source_desc),
+            layout,
             xid: pg_sys::GetTopFullTransactionId().value,
             now: pg_sys::GetCurrentTimestamp(),
             values: vec![pg_sys::Datum::from(0usize); natts],
@@ -339,9 +411,9 @@ impl Writer {
         row: *mut pg_sys::TupleTableSlot,
         old: Option<*mut pg_sys::TupleTableSlot>,
     ) {
-        for i in 0..self.fills.len() {
-            let (value, null) = match self.fills[i] {
-                Fill::ChangeId => (next_change_id(self.sequence), false),
+        for i in 0..self.layout.fills.len() {
+            let (value, null) = match self.layout.fills[i] {
+                Fill::ChangeId => (next_change_id(self.layout.sequence), false),
                 Fill::Xid => (pg_sys::Datum::from(self.xid), false),
                 Fill::Action => (pg_sys::Datum::from(action as usize), false),
                 Fill::CapturedAt => (pg_sys::Datum::from(self.now), false),

@@ -87,6 +87,58 @@ fn unused_column_changes_keep_writes_working_and_lose_nothing() {
 }
 
 #[test]
+fn a_column_added_between_two_writes_of_one_session_is_captured_by_the_second() {
+    // A backend keeps how a buffer is filled from its source between
+    // statements; DDL on either must reach the very next write of the same
+    // session, or the new column's values would be lost from the buffer.
+    let (_cluster, mut c) = cluster_with_extension();
+    for sql in [
+        "CREATE TABLE t (id int PRIMARY KEY, v int)",
+        "INSERT INTO t SELECT g, g FROM generate_series(1, 20) g",
+        "SELECT pgtrickle.create_stream_table('by_v', 'SELECT id, v FROM t', NULL)",
+        "UPDATE t SET v = v + 1 WHERE id <= 5",
+        "ALTER TABLE t ADD COLUMN w int",
+        "UPDATE t SET w = id * 10 WHERE id <= 10",
+        "SELECT pgtrickle.create_stream_table('by_w', 'SELECT id, w FROM t WHERE w IS NOT NULL', NULL)",
+        "UPDATE t SET w = w + 1 WHERE id <= 3",
+        "INSERT INTO t VALUES (21, 21, 210)",
+        "DELETE FROM t WHERE id = 4",
+    ] {
+        c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let source: postgres::types::Oid = c
+        .query_one("SELECT 't'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    let captured: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM pgtrickle_changes.changes_{source} WHERE w IS NOT NULL"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // the 3 updated rows, the inserted one and the deleted one at least
+    assert!(captured >= 5, "{captured} buffer rows carry w");
+    c.batch_execute(
+        "SELECT pgtrickle.refresh_stream_table('by_v'); SELECT pgtrickle.refresh_stream_table('by_w')",
+    )
+    .unwrap();
+    assert_eq!(
+        difference(&mut c, "id, v", "by_v", "SELECT id, v FROM t"),
+        0
+    );
+    assert_eq!(
+        difference(
+            &mut c,
+            "id, w",
+            "by_w",
+            "SELECT id, w FROM t WHERE w IS NOT NULL"
+        ),
+        0
+    );
+}
+
+#[test]
 fn a_used_column_change_stops_the_stream_table_with_its_reason() {
     let (cluster, mut c) = cluster_with_extension();
     c.batch_execute(SETUP).unwrap();
