@@ -330,6 +330,20 @@ fn wait_for_scheduler(client: &mut Client) {
     });
 }
 
+const BIG_QUERY: &str = "SELECT id, pad FROM big";
+
+/// A cluster with `big` and `big_st` over `BIG_QUERY`, whose scheduler
+/// ticks a minute apart: any sweep within the test is one a refresh woke.
+fn big_with_ticks_a_minute_apart() -> (Cluster, Client) {
+    let (cluster, mut client) = fast_cluster();
+    create_big(&mut client, BIG_QUERY);
+    wait_for_scheduler(&mut client);
+    set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
+    // The worker reloads on the signal, then sleeps for the new interval.
+    std::thread::sleep(Duration::from_secs(2));
+    (cluster, client)
+}
+
 /// The table `big` and the manual stream table `big_st` over `query`.
 fn create_big(client: &mut Client, query: &str) {
     client
@@ -444,13 +458,8 @@ fn a_manual_refresh_wakes_the_sweep_once_it_has_let_go_of_the_buffers() {
     // buffer, the sweep would leave it full until its next tick, here a
     // minute away; so every round below is emptied only if the wake-up came
     // after the refresh's locks were released.
-    let (cluster, mut client) = fast_cluster();
-    let query = "SELECT id, pad FROM big";
-    create_big(&mut client, query);
-    wait_for_scheduler(&mut client);
-    set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
-    // The worker reloads on the signal, then sleeps for the new interval.
-    std::thread::sleep(Duration::from_secs(2));
+    let (cluster, mut client) = big_with_ticks_a_minute_apart();
+    let query = BIG_QUERY;
     // Sessions keeping the CPUs busy: a backend that wakes the scheduler
     // may then lose its CPU to it before it gets to release its locks.
     let busy: Vec<_> = (0..2)
@@ -521,13 +530,8 @@ fn the_sweep_deletes_what_was_consumed_while_another_session_reads_the_buffer() 
     // buffer (another consumer's refresh, say). Were it to try the lock, it
     // would find it taken and leave everything for its next tick, here a
     // minute away.
-    let (cluster, mut client) = fast_cluster();
-    let query = "SELECT id, pad FROM big";
-    create_big(&mut client, query);
-    wait_for_scheduler(&mut client);
-    set_system(&mut client, "pg_trickle.scheduler_interval_ms = 60000");
-    // The worker reloads on the signal, then sleeps for the new interval.
-    std::thread::sleep(Duration::from_secs(2));
+    let (cluster, mut client) = big_with_ticks_a_minute_apart();
+    let query = BIG_QUERY;
     client
         .batch_execute(
             "INSERT INTO big SELECT g, repeat('x', 150) FROM generate_series(1, 20000) g",
