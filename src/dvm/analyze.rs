@@ -164,13 +164,105 @@ pub fn analyze(sql: &str) -> PgtResult<Analysis> {
     let query = parse_select(sql)?;
     unsafe {
         let columns = output_columns(query)?;
-        let differential = plan_query(query);
+        let differential = plan_query(query).and_then(|plan| {
+            require_timeless(query)?;
+            Ok(plan)
+        });
         Ok(Analysis {
             query,
             columns,
             differential,
         })
     }
+}
+
+/// DIFFERENTIAL evaluates the query's expressions for changed rows only,
+/// when it refreshes them. The current time (`now()`, `CURRENT_DATE`, ...)
+/// moves without any change to the rows, so rows that did not change would
+/// keep what an earlier time gave them, where a fresh evaluation gives
+/// another result. Row-level security policies of the sources are not
+/// looked at: a source with them is refreshed in full anyway.
+unsafe fn require_timeless(q: *mut pg_sys::Query) -> Result<(), Unsupported> {
+    let mut found: Vec<String> = Vec::new();
+    find_current_time(q.cast(), (&mut found as *mut Vec<String>).cast());
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        return Ok(());
+    }
+    unsupported(format!(
+        "the current time ({}): it changes without any change to the rows",
+        found.join(", ")
+    ))
+}
+
+unsafe extern "C-unwind" fn find_current_time(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    use pg_sys::SQLValueFunctionOp as Op;
+    if node.is_null() {
+        return false;
+    }
+    let found = &mut *(context as *mut Vec<String>);
+    if is_a(node, NodeTag::T_Query) {
+        // The range table without its security quals: subqueries (views
+        // inlined) and the expressions of functions and VALUES in FROM.
+        let q = node as *mut pg_sys::Query;
+        for rte in PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable).iter_ptr() {
+            let parts: [*mut pg_sys::Node; 3] = [
+                (*rte).subquery.cast(),
+                (*rte).functions.cast(),
+                (*rte).values_lists.cast(),
+            ];
+            for part in parts {
+                if find_current_time(part, context) {
+                    return true;
+                }
+            }
+        }
+        return pg_sys::query_tree_walker(
+            q,
+            Some(find_current_time),
+            context,
+            pg_sys::QTW_IGNORE_RANGE_TABLE as i32,
+        );
+    }
+    if is_a(node, NodeTag::T_SQLValueFunction) {
+        let name = match (*(node as *mut pg_sys::SQLValueFunction)).op {
+            Op::SVFOP_CURRENT_DATE => Some("CURRENT_DATE"),
+            Op::SVFOP_CURRENT_TIME | Op::SVFOP_CURRENT_TIME_N => Some("CURRENT_TIME"),
+            Op::SVFOP_CURRENT_TIMESTAMP | Op::SVFOP_CURRENT_TIMESTAMP_N => {
+                Some("CURRENT_TIMESTAMP")
+            }
+            Op::SVFOP_LOCALTIME | Op::SVFOP_LOCALTIME_N => Some("LOCALTIME"),
+            Op::SVFOP_LOCALTIMESTAMP | Op::SVFOP_LOCALTIMESTAMP_N => Some("LOCALTIMESTAMP"),
+            _ => None,
+        };
+        found.extend(name.map(String::from));
+    }
+    pg_sys::check_functions_in_node(node, Some(note_current_time), context);
+    pg_sys::expression_tree_walker(node, Some(find_current_time), context)
+}
+
+/// Records `function` if it reads the current time: `now()` and its
+/// synonyms, and `age()` of one argument (the time since then).
+unsafe extern "C-unwind" fn note_current_time(
+    function: pg_sys::Oid,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    if pg_sys::get_func_namespace(function) != pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) {
+        return false;
+    }
+    let name = cstr(pg_sys::get_func_name(function));
+    let reads_time = matches!(
+        name.as_str(),
+        "now" | "transaction_timestamp" | "statement_timestamp"
+    ) || (name == "age" && pg_sys::get_func_nargs(function) == 1);
+    if reads_time {
+        (*(context as *mut Vec<String>)).push(format!("{name}()"));
+    }
+    false
 }
 
 unsafe fn output_columns(q: *mut pg_sys::Query) -> PgtResult<Vec<Column>> {

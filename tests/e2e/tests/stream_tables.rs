@@ -186,6 +186,20 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
             "0A000",
             "aggregates inside a subquery",
         ),
+        (
+            "SELECT id FROM src WHERE val > extract(epoch FROM now())::int % 100",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "the current time (now())",
+        ),
+        (
+            "SELECT id, CURRENT_DATE - val AS since FROM src",
+            None,
+            "DIFFERENTIAL",
+            "0A000",
+            "the current time (CURRENT_DATE)",
+        ),
     ];
     for (query, schedule, mode, want_code, want_message) in cases {
         let (code, message, hint) = create_err(&mut client, query, schedule, mode);
@@ -423,6 +437,41 @@ fn auto_records_the_path_it_took() {
                             UNION ALL (SELECT grp, sum(val) FROM src GROUP BY grp EXCEPT ALL SELECT grp, s FROM g)) d",
     );
     assert_eq!(exact, 0);
+}
+
+#[test]
+fn a_query_on_the_current_time_is_refreshed_in_full_under_auto() {
+    // Rows leave `now() - interval '25 seconds'` as time passes, with no
+    // change to any source row: only a full refresh follows them.
+    let (_cluster, mut client) = cluster_with_extension();
+    let query = "SELECT id FROM ev WHERE at > now() - interval '25 seconds'";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE ev (id int PRIMARY KEY, at timestamptz);
+             INSERT INTO ev SELECT i, now() - make_interval(secs => 10 * i) FROM generate_series(0, 5) i;
+             SELECT pgtrickle.create_stream_table('recent', $q${query}$q$, NULL, 'AUTO');"
+        ))
+        .unwrap();
+    assert_eq!(count(&mut client, "SELECT count(*) FROM recent"), 3);
+    // Rows 0, 1 and 2 are now 8, 18 and 28 seconds old.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    client
+        .batch_execute("SELECT pgtrickle.refresh_stream_table('recent')")
+        .unwrap();
+    assert_eq!(difference(&mut client, "id", "recent", query), 0);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM recent"), 2);
+    let (action, reason): (String, String) = {
+        let row = client
+            .query_one(
+                "SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history
+                  ORDER BY refresh_id DESC LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(action, "FULL");
+    assert!(reason.contains("the current time (now())"), "{reason}");
 }
 
 #[test]
