@@ -23,7 +23,7 @@ fn explain_impl(name: &str) -> PgtResult<Vec<(String, String)>> {
         (_, "FULL") => "FULL: recomputed on every refresh, as requested".to_string(),
         (Ok(_), "AUTO") => "AUTO: differential; FULL when the change ratio exceeds pg_trickle.differential_max_change_ratio or a source is truncated".to_string(),
         (Ok(_), _) => "DIFFERENTIAL: only the changes since the last refresh are applied".to_string(),
-        (Err(u), _) => format!("AUTO: FULL, because DIFFERENTIAL does not support {}", u.construct),
+        (Err(u), mode) => format!("{mode}: FULL, because DIFFERENTIAL does not support {}", u.construct),
     };
     rows.push(("mode_chosen".to_string(), why));
     let internal: Vec<String> = plan

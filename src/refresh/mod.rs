@@ -326,7 +326,12 @@ fn decide(st: &StreamTable, derived: &kept::Derived, windows: &[SourceWindow]) -
         return Decision::Full("refresh mode FULL".into());
     }
     if let Err(construct) = &derived.blocks {
-        return Decision::Full(format!("AUTO: DIFFERENTIAL cannot maintain {construct}"));
+        // AUTO, or a DIFFERENTIAL stream table made by a version that took
+        // a construct this one refuses.
+        return Decision::Full(format!(
+            "{}: DIFFERENTIAL cannot maintain {construct}",
+            st.refresh_mode
+        ));
     }
     if st.frontier.is_none() {
         return Decision::Full("no frontier recorded".into());

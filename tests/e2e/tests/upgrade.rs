@@ -308,7 +308,7 @@ fn check_after_update(cluster: &Cluster, client: &mut Client) {
         .query(
             "SELECT DISTINCT ON (h.pgt_id) h.action FROM pgtrickle.pgt_refresh_history h
                JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
-              WHERE h.initiated_by = 'MANUAL' AND s.pgt_name <> 'ranked'
+              WHERE h.initiated_by = 'MANUAL' AND s.pgt_name NOT IN ('ranked', 'recent')
               ORDER BY h.pgt_id, h.refresh_id DESC",
             &[],
         )
@@ -419,6 +419,16 @@ fn a_real_previous_library_hands_over() {
         .get(0);
     assert_eq!(loaded, PREVIOUS, "the previous library is loaded");
     create_stream_tables(&mut client);
+    // A query on the current time, which the previous release maintained
+    // differentially (and so let go stale) and this one refreshes in full.
+    let recent = "SELECT id FROM ev WHERE at > now() - interval '90 minutes'";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE ev (id int PRIMARY KEY, at timestamptz);
+             INSERT INTO ev SELECT i, now() - make_interval(hours => i) FROM generate_series(0, 3) i;
+             SELECT pgtrickle.create_stream_table('recent', $q${recent}$q$, NULL, 'DIFFERENTIAL');"
+        ))
+        .unwrap();
     change_sources(&mut client, 1);
     refresh_all(&mut client);
     assert_all_exact(&mut client);
@@ -433,5 +443,29 @@ fn a_real_previous_library_hands_over() {
         .unwrap();
     refresh_all(&mut client);
     assert_all_exact(&mut client);
+    // Past its reinitialization, still in full, saying why.
+    client
+        .batch_execute(
+            "SELECT pgtrickle.refresh_stream_table('recent');
+             INSERT INTO ev VALUES (10, now());
+             SELECT pgtrickle.refresh_stream_table('recent');",
+        )
+        .unwrap();
+    let (action, reason): (String, String) = {
+        let row = client
+            .query_one(
+                "SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history
+                  ORDER BY refresh_id DESC LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(action, "FULL");
+    assert!(
+        reason.contains("DIFFERENTIAL: DIFFERENTIAL cannot maintain the current time (now())"),
+        "{reason}"
+    );
+    assert!(exact(&mut client, "recent", "id", recent));
     check_after_update(&cluster, &mut client);
 }
