@@ -38,6 +38,18 @@ pub fn db_error(err: &PgError) -> (String, String, Option<String>, Option<String
     )
 }
 
+/// The action and reason (empty if none) of the latest refresh recorded.
+pub fn last_refresh(client: &mut Client) -> (String, String) {
+    let row = client
+        .query_one(
+            "SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history
+              ORDER BY refresh_id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// Rows that differ between a stream table's columns `cols` and a fresh
 /// evaluation of `query` (`EXCEPT ALL` both ways).
 pub fn difference(client: &mut Client, cols: &str, st: &str, query: &str) -> i64 {

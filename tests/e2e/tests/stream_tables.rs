@@ -1,7 +1,7 @@
 //! The lifecycle API, its errors, change capture objects, AUTO, explain,
 //! monitoring and refreshes running as the owner.
 
-use pgtrickle_e2e::{cluster_with_extension, db_error, difference, Client};
+use pgtrickle_e2e::{cluster_with_extension, db_error, difference, last_refresh, Client};
 use postgres::fallible_iterator::FallibleIterator;
 
 fn setup(client: &mut Client) {
@@ -460,16 +460,7 @@ fn a_query_on_the_current_time_is_refreshed_in_full_under_auto() {
         .unwrap();
     assert_eq!(difference(&mut client, "id", "recent", query), 0);
     assert_eq!(count(&mut client, "SELECT count(*) FROM recent"), 2);
-    let (action, reason): (String, String) = {
-        let row = client
-            .query_one(
-                "SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history
-                  ORDER BY refresh_id DESC LIMIT 1",
-                &[],
-            )
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+    let (action, reason) = last_refresh(&mut client);
     assert_eq!(action, "FULL");
     assert!(reason.contains("the current time (now())"), "{reason}");
 }

@@ -8,7 +8,7 @@
 //! library in `PGT_PREVIOUS_LIB_DIR` (built by `scripts/test.sh` from the tag).
 
 use pgtrickle_e2e::inventory::{extension_inventory, InventoryDiff};
-use pgtrickle_e2e::{Client, Cluster};
+use pgtrickle_e2e::{last_refresh, Client, Cluster};
 use std::time::{Duration, Instant};
 
 const PREVIOUS: &str = "0.1.0";
@@ -451,16 +451,7 @@ fn a_real_previous_library_hands_over() {
              SELECT pgtrickle.refresh_stream_table('recent');",
         )
         .unwrap();
-    let (action, reason): (String, String) = {
-        let row = client
-            .query_one(
-                "SELECT action, coalesce(reason, '') FROM pgtrickle.pgt_refresh_history
-                  ORDER BY refresh_id DESC LIMIT 1",
-                &[],
-            )
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+    let (action, reason) = last_refresh(&mut client);
     assert_eq!(action, "FULL");
     assert!(
         reason.contains("DIFFERENTIAL: DIFFERENTIAL cannot maintain the current time (now())"),
