@@ -240,9 +240,26 @@ fn chown_to_postgres(dir: &Path) {
     }
 }
 
+/// Ports handed out so far in this process, counted from a start that
+/// depends on the process id.
+static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A port nobody listens on, below the kernel's range of ephemeral ports
+/// (32768 and up on Linux): a port taken from that range could be given to
+/// the local end of one of the tests' own client connections between the
+/// choice and the server's start, which then fails with "Address already
+/// in use". Each port is handed out once per process; one bound by another
+/// process is skipped.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const FIRST: usize = 15000;
+    const COUNT: usize = 17000;
+    let start = (std::process::id() as usize * 97) % COUNT;
+    loop {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < COUNT, "no free port left below 32000");
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
