@@ -1821,3 +1821,89 @@ fn every_refresh_is_recorded_and_announced() {
         "g:true:true:true:ACTIVE we'ird:true:true:true:ACTIVE"
     );
 }
+
+/// A differential refresh of every shape is plain DML on the storage table:
+/// no temporary table is created, analysed and dropped, which at a refresh
+/// a second would bloat `pg_class` and `pg_attribute` and fire the DDL
+/// event triggers each time.
+#[test]
+fn differential_refreshes_run_no_ddl() {
+    let (_cluster, mut client) = cluster_with_extension();
+    setup(&mut client);
+    client
+        .batch_execute(
+            "CREATE TABLE tag (id int PRIMARY KEY, label text);
+             INSERT INTO tag SELECT g, 't' || g FROM generate_series(0, 3) g;",
+        )
+        .unwrap();
+    let shapes = [
+        (
+            "rows_st",
+            "id, val",
+            "SELECT id, val FROM src WHERE val > 100",
+        ),
+        (
+            "minmax_st",
+            "grp, lo, hi",
+            "SELECT grp, min(val) AS lo, max(val) AS hi FROM src GROUP BY grp",
+        ),
+        (
+            "having_st",
+            "grp, n",
+            "SELECT grp, count(*) AS n FROM src GROUP BY grp HAVING count(*) > 9",
+        ),
+        (
+            "left_st",
+            "id, label",
+            "SELECT s.id, t.label FROM src s LEFT JOIN tag t ON t.id = s.grp",
+        ),
+    ];
+    for (st, _, query) in shapes {
+        client
+            .execute(
+                "SELECT pgtrickle.create_stream_table($1, $2, NULL, 'DIFFERENTIAL')",
+                &[&st, &query],
+            )
+            .unwrap();
+    }
+    // Every DDL command from here on, as its event trigger sees it.
+    client
+        .batch_execute(
+            "CREATE TABLE ddl_log (tag text);
+             CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO ddl_log VALUES (tg_tag); END $$;
+             CREATE EVENT TRIGGER log_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();",
+        )
+        .unwrap();
+    let steps = [
+        // the group's minimum (10 in group 1) and maximum (400 in 0) go
+        "DELETE FROM src WHERE id IN (1, 40); UPDATE src SET val = val + 5 WHERE id % 3 = 0",
+        "INSERT INTO src SELECT g, g % 5, g, NULL FROM generate_series(41, 60) g; DELETE FROM tag WHERE id = 2",
+        "UPDATE src SET grp = 4 WHERE id < 15; INSERT INTO tag VALUES (4, 'four')",
+    ];
+    for step in steps {
+        client.batch_execute(step).unwrap();
+        for (st, cols, query) in shapes {
+            client
+                .execute("SELECT pgtrickle.refresh_stream_table($1)", &[&st])
+                .unwrap();
+            let ddl: Vec<String> = client
+                .query("DELETE FROM ddl_log RETURNING tag", &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert!(ddl.is_empty(), "{st} after {step}: {ddl:?}");
+            assert_eq!(
+                last_action(&mut client, st),
+                "DIFFERENTIAL",
+                "{st} after {step}"
+            );
+            assert_eq!(
+                difference(&mut client, cols, st, query),
+                0,
+                "{st} after {step}"
+            );
+        }
+    }
+}
