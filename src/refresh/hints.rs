@@ -57,7 +57,7 @@ impl PlannerHints {
         let Some(session) = &self.session else {
             return;
         };
-        let computes_delta = statement.tally == Tally::Counts;
+        let computes_delta = matches!(statement.tally, Tally::Delta | Tally::Counts);
         let wanted = (
             computes_delta,
             differential && !computes_delta && !statement.reads_sources,

@@ -14,7 +14,7 @@ use crate::config;
 use crate::dvm::analyze::{analyze, Analysis, Block};
 use crate::dvm::flat::{full_instances, Printer, Variant};
 use crate::dvm::plan::{AggKind, Plan, Shape};
-use crate::dvm::sqlgen::{self, Core, Statement, Tally};
+use crate::dvm::sqlgen::{self, Core, Scratch, Statement, Tally};
 use crate::error::{ErrorKind, PgtError, PgtResult};
 use crate::spi::{self, PinnedSnapshot};
 use cleanup::Cleanup;
@@ -406,7 +406,7 @@ fn run(
 ) -> RowCounts {
     let mut hints = hints::PlannerHints::start();
     let mut tally = (0, 0, None);
-    // What a delta statement listed for recomputation (`bigint[]`).
+    // Groups a delta statement listed for recomputation (`bigint[]`).
     let mut listed: Option<String> = None;
     for statement in statements {
         let listed_param;
@@ -451,7 +451,7 @@ fn run(
         match statement.tally {
             Tally::Inserted => tally.0 += n,
             Tally::Deleted => tally.1 += n,
-            Tally::Counts => tally.2 = Some(tally.2.unwrap_or(0) + n),
+            Tally::Delta | Tally::Counts => tally.2 = Some(tally.2.unwrap_or(0) + n),
             Tally::None => {}
         }
     }
@@ -597,6 +597,7 @@ fn differential_statements(
             });
         }
     }
+    let scratch = Scratch::for_stream_table(st.pgt_id);
     let full = full_core(&mut printer, &blocks[0], 0)?;
     Ok(sqlgen::differential_apply(
         plan,
@@ -604,6 +605,7 @@ fn differential_statements(
         &cores,
         &full,
         &st.defining_query,
+        &scratch,
     ))
 }
 
@@ -686,6 +688,7 @@ fn anchored_statements(
         &inserted,
         &deleted,
         &full,
+        &Scratch::for_stream_table(st.pgt_id),
     ))
 }
 

@@ -58,6 +58,7 @@ pub fn anchored_apply(
     changed: &[(Core, usize)],
     deleted_rids: &[String],
     full_core: &Core,
+    scratch: &Scratch,
 ) -> Vec<Statement> {
     let Shape::AnchoredRows { anchor } = plan.shape else {
         unreachable!("anchored_apply on a stream table without LEFT JOINs")
@@ -81,16 +82,24 @@ pub fn anchored_apply(
     if sources.is_empty() {
         return vec![];
     }
-    let touched = format!(
-        "SELECT DISTINCT a FROM ({}) x(a) WHERE a IS NOT NULL",
-        union_all(sources)
-    );
     vec![
-        list_statement(&touched, "a"),
-        listed_delete(table, ANCHOR),
-        Statement {
-            for_listed_groups: true,
-            ..anchored_insert(plan, table, full_core, anchor, Some(LISTED_ANCHORS))
-        },
+        stmt(
+            format!(
+                "CREATE TEMP TABLE {} AS SELECT DISTINCT a FROM ({}) x(a) WHERE a IS NOT NULL",
+                scratch.delta,
+                union_all(sources)
+            ),
+            Tally::Delta,
+        ),
+        analyze(&scratch.delta),
+        stmt(
+            format!(
+                "DELETE FROM {table} WHERE {ANCHOR} IN (SELECT a FROM {})",
+                scratch.delta
+            ),
+            Tally::Deleted,
+        ),
+        anchored_insert(plan, table, full_core, anchor, Some(&scratch.delta)),
+        Scratch::drop(&[&scratch.delta]),
     ]
 }

@@ -138,7 +138,8 @@ pub(super) fn groups_apply(
     cores: &[Core],
     group_columns: &[usize],
     aggs: &[Agg],
-) -> Statement {
+    s: &Scratch,
+) -> Vec<Statement> {
     let scalar = group_columns.is_empty();
     let ncore = group_columns.len() + aggs.iter().filter(|a| a.arg.is_some()).count();
     // With a paired core, every branch also outputs old argument values and
@@ -288,24 +289,10 @@ pub(super) fn groups_apply(
     } else {
         format!(" GROUP BY {}", group_exprs.join(", "))
     };
-    let mut ctes = vec![format!("u AS ({weighted})")];
-    if extremum_ctes.is_empty() {
-        ctes.push(format!(
-            "b AS (SELECT {} FROM u{grouping})",
-            select.join(", ")
-        ));
-    } else {
-        ctes.push(format!(
-            "b0 AS (SELECT {} FROM u{grouping})",
-            select.join(", ")
-        ));
-        ctes.extend(extremum_ctes);
-        ctes.push(format!(
-            "b AS (SELECT b.*, {} FROM b0 b{})",
-            extremum_cols.join(", "),
-            extremum_joins.join("")
-        ));
-    }
+    let mut ctes = vec![
+        format!("u AS ({weighted})"),
+        format!("b AS (SELECT {} FROM u{grouping})", select.join(", ")),
+    ];
     let sets = folded_state(plan, aggs).join(", ");
     let insert = format!(
         "INSERT INTO {table} ({}) SELECT {}",
@@ -316,87 +303,128 @@ pub(super) fn groups_apply(
         "d.__pgt_dc > 0 AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{ROW_ID} = d.{ROW_ID})"
     );
 
-    // One statement: no scratch table to create, analyse and drop. The
-    // three writes touch disjoint rows and all see the storage table as it
-    // was before the statement. Groups to recompute are listed (the fourth
-    // output): with MIN/MAX, those whose MIN/MAX lost its value, found
-    // against the stored values before the statement, and those whose sum
-    // was or becomes NaN or infinite; without, updated and new groups whose
-    // sum is now NaN or infinite.
-    let rescan = if has_extremum(aggs) {
-        let mut conds: Vec<String> = aggs
-            .iter()
-            .filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
-            .map(|agg| {
-                let col = ident(&plan.columns[agg.column].name);
-                let op = if agg.kind == AggKind::Min { "<=" } else { ">=" };
+    if extremum_ctes.is_empty() {
+        // One statement: no scratch table to create, analyse and drop. The
+        // three writes touch disjoint rows and all see the storage table as
+        // it was before the statement. Updated and new groups whose sum is
+        // now NaN or infinite are listed, to be recomputed.
+        let lists = !stored_non_finite(plan, aggs, "").is_empty();
+        let returning = |prefix: &str| {
+            if lists {
                 format!(
-                    "(d.{del} IS NOT NULL AND d.{del} {op} t.{col})",
-                    del = ddel(agg)
+                    "{prefix}{ROW_ID} AS r, ({}) IS TRUE AS nf",
+                    stored_non_finite(plan, aggs, prefix).join(" OR ")
                 )
-            })
-            .collect();
-        conds.extend(stored_non_finite(plan, aggs, "t."));
-        conds.extend(
-            aggs.iter()
-                .filter_map(|agg| non_finite(&format!("d.{}", dsum(agg)), agg.non_finite)),
-        );
-        ctes.push(format!(
-            "resc AS (SELECT d.{ROW_ID} AS r FROM b d LEFT JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
-             WHERE coalesce(t.{COUNT}, 0) + d.__pgt_dc > 0 AND ({}))",
-            conds.join(" OR ")
-        ));
-        true
-    } else {
-        false
-    };
-    let lists = !rescan && !stored_non_finite(plan, aggs, "").is_empty();
-    let returning = |prefix: &str| {
-        if lists {
-            format!(
-                "{prefix}{ROW_ID} AS r, ({}) IS TRUE AS nf",
-                stored_non_finite(plan, aggs, prefix).join(" OR ")
-            )
-        } else {
-            "1".to_string()
+            } else {
+                "1".to_string()
+            }
+        };
+        let mut writes = vec![format!(
+            "upd AS (UPDATE {table} t SET {sets} FROM b d WHERE t.{ROW_ID} = d.{ROW_ID}{} RETURNING {})",
+            if scalar {
+                String::new()
+            } else {
+                format!(" AND t.{COUNT} + d.__pgt_dc > 0")
+            },
+            returning("t.")
+        )];
+        if !scalar {
+            writes.push(format!(
+                "del AS (DELETE FROM {table} t USING b d WHERE t.{ROW_ID} = d.{ROW_ID} \
+                 AND t.{COUNT} + d.__pgt_dc <= 0 RETURNING 1)"
+            ));
         }
-    };
-    let mut writes = vec![format!(
-        "upd AS (UPDATE {table} t SET {sets} FROM b d WHERE t.{ROW_ID} = d.{ROW_ID}{} RETURNING {})",
-        if scalar {
-            String::new()
-        } else {
-            format!(" AND t.{COUNT} + d.__pgt_dc > 0")
-        },
-        returning("t.")
-    )];
-    if !scalar {
         writes.push(format!(
-            "del AS (DELETE FROM {table} t USING b d WHERE t.{ROW_ID} = d.{ROW_ID} \
-             AND t.{COUNT} + d.__pgt_dc <= 0 RETURNING 1)"
+            "ins AS ({insert} FROM b d WHERE {new_groups} RETURNING {})",
+            returning("")
+        ));
+        ctes.extend(writes);
+        let listed = if lists {
+            ", (SELECT pg_catalog.array_agg(x.r) FROM \
+             (SELECT r FROM upd WHERE nf UNION ALL SELECT r FROM ins WHERE nf) x)::text"
+        } else {
+            ""
+        };
+        return vec![stmt(
+            format!(
+                "WITH {} SELECT (SELECT count(*) FROM b)::text, (SELECT count(*) FROM ins)::text, {}::text{listed}",
+                ctes.join(", "),
+                if scalar { "0" } else { "(SELECT count(*) FROM del)" }
+            ),
+            Tally::Counts,
+        )];
+    }
+
+    ctes.extend(extremum_ctes);
+    let mut out = vec![stmt(
+        format!(
+            "CREATE TEMP TABLE {} AS WITH {} SELECT b.*, {} FROM b{}",
+            s.delta,
+            ctes.join(", "),
+            extremum_cols.join(", "),
+            extremum_joins.join("")
+        ),
+        Tally::Delta,
+    )];
+    out.push(analyze(&s.delta));
+
+    // Groups whose MIN/MAX lost its current value must be recomputed, and
+    // so must groups (new ones too) whose sum was or becomes NaN or
+    // infinite: their stored sum or its delta is.
+    let mut conds: Vec<String> = aggs
+        .iter()
+        .filter(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
+        .map(|agg| {
+            let col = ident(&plan.columns[agg.column].name);
+            let op = if agg.kind == AggKind::Min { "<=" } else { ">=" };
+            format!(
+                "(d.{del} IS NOT NULL AND d.{del} {op} t.{col})",
+                del = ddel(agg)
+            )
+        })
+        .collect();
+    conds.extend(stored_non_finite(plan, aggs, "t."));
+    conds.extend(
+        aggs.iter()
+            .filter_map(|agg| non_finite(&format!("d.{}", dsum(agg)), agg.non_finite)),
+    );
+    out.push(stmt(
+        format!(
+            "CREATE TEMP TABLE {rescan} AS SELECT d.{ROW_ID} FROM {delta} d \
+             LEFT JOIN {table} t ON t.{ROW_ID} = d.{ROW_ID} \
+             WHERE coalesce(t.{COUNT}, 0) + d.__pgt_dc > 0 AND ({conds})",
+            rescan = s.rescan,
+            delta = s.delta,
+            conds = conds.join(" OR ")
+        ),
+        Tally::None,
+    ));
+    // Existing groups: fold the deltas into the state.
+    out.push(stmt(
+        format!(
+            "UPDATE {table} t SET {sets} FROM {delta} d WHERE t.{ROW_ID} = d.{ROW_ID}",
+            delta = s.delta
+        ),
+        Tally::None,
+    ));
+    if !scalar {
+        out.push(stmt(
+            format!(
+                "DELETE FROM {table} t USING {delta} d WHERE t.{ROW_ID} = d.{ROW_ID} AND t.{COUNT} <= 0",
+                delta = s.delta
+            ),
+            Tally::Deleted,
         ));
     }
-    writes.push(format!(
-        "ins AS ({insert} FROM b d WHERE {new_groups} RETURNING {})",
-        returning("")
-    ));
-    ctes.extend(writes);
-    let listed = if rescan {
-        ", (SELECT pg_catalog.array_agg(r) FROM resc)::text"
-    } else if lists {
-        ", (SELECT pg_catalog.array_agg(x.r) FROM \
-         (SELECT r FROM upd WHERE nf UNION ALL SELECT r FROM ins WHERE nf) x)::text"
-    } else {
-        ""
-    };
-    stmt(
+    // New groups: their state is their delta.
+    out.push(stmt(
         format!(
-            "WITH {} SELECT (SELECT count(*) FROM b)::text, (SELECT count(*) FROM ins)::text, {}::text{listed}",
-            ctes.join(", "),
-            if scalar { "0" } else { "(SELECT count(*) FROM del)" }
+            "{insert} FROM {delta} d WHERE {new_groups}",
+            delta = s.delta
         ),
-        Tally::Counts,
-    )
+        Tally::Inserted,
+    ));
+    out
 }
 
 fn folded_state(plan: &Plan, aggs: &[Agg]) -> Vec<String> {
@@ -516,6 +544,31 @@ fn new_group_values(
     values
 }
 
+/// Statements that recompute, from the full core, the groups listed in the
+/// rescan table.
+pub(super) fn rescan_groups(
+    plan: &Plan,
+    table: &str,
+    full_core: &Core,
+    group_columns: &[usize],
+    aggs: &[Agg],
+    s: &Scratch,
+) -> Vec<Statement> {
+    vec![
+        stmt(
+            format!(
+                "DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})",
+                s.rescan
+            ),
+            Tally::Deleted,
+        ),
+        stmt_reading_sources(
+            groups_insert(plan, table, full_core, group_columns, aggs, Some(&s.rescan)),
+            Tally::Inserted,
+        ),
+    ]
+}
+
 pub(super) fn has_extremum(aggs: &[Agg]) -> bool {
     aggs.iter()
         .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
@@ -537,8 +590,7 @@ fn stored_non_finite(plan: &Plan, aggs: &[Agg], prefix: &str) -> Vec<String> {
 }
 
 /// Statements that recompute, from the full core, the groups the delta
-/// statement listed (`$1`): those whose MIN/MAX lost its value or whose sum
-/// is NaN or infinite.
+/// statement listed (`$1`): those whose sum is NaN or infinite.
 pub(super) fn recompute_listed_groups(
     plan: &Plan,
     table: &str,
@@ -546,19 +598,19 @@ pub(super) fn recompute_listed_groups(
     group_columns: &[usize],
     aggs: &[Agg],
 ) -> Vec<Statement> {
+    let listed = format!("(SELECT pg_catalog.unnest($1::bigint[]) AS {ROW_ID}) l");
     vec![
-        listed_delete(table, ROW_ID),
+        Statement {
+            for_listed_groups: true,
+            ..stmt(
+                format!("DELETE FROM {table} WHERE {ROW_ID} = ANY ($1::bigint[])"),
+                Tally::Deleted,
+            )
+        },
         Statement {
             for_listed_groups: true,
             ..stmt_reading_sources(
-                groups_insert(
-                    plan,
-                    table,
-                    full_core,
-                    group_columns,
-                    aggs,
-                    Some(LISTED_ROW_IDS),
-                ),
+                groups_insert(plan, table, full_core, group_columns, aggs, Some(&listed)),
                 Tally::Inserted,
             )
         },

@@ -23,7 +23,9 @@ mod tests;
 
 pub use anchored::anchored_apply;
 use anchored::anchored_insert;
-use groups::{group_hash, groups_apply, groups_insert, has_extremum, recompute_listed_groups};
+use groups::{
+    group_hash, groups_apply, groups_insert, has_extremum, recompute_listed_groups, rescan_groups,
+};
 use recomputed::{recomputed_apply, recomputed_insert};
 use rows::{rows_apply, rows_full_insert};
 
@@ -50,12 +52,12 @@ pub enum Tally {
     None,
     Inserted,
     Deleted,
-    /// A statement that computes the delta (and applies what it can),
-    /// returning one row: delta rows (history's `delta_rows`), rows
-    /// inserted, rows deleted, and optionally the row ids (or anchors) to
-    /// recompute, as a `bigint[]`, NULL when there are none: groups whose
-    /// MIN/MAX lost its value or whose sum is NaN or infinite, groups a
-    /// change touches under HAVING, rows of the anchors a change touches.
+    /// Rows of the netted delta (history's `delta_rows`).
+    Delta,
+    /// A statement that computes the delta and applies it, returning one
+    /// row: delta rows, rows inserted, rows deleted, and (for sums that can
+    /// be NaN or infinite) the row ids of the groups to recompute, as a
+    /// `bigint[]`, NULL when there are none.
     Counts,
 }
 
@@ -66,7 +68,7 @@ pub struct Statement {
     /// Reads the sources' full contents (recomputing groups or anchors), as
     /// opposed to applying a computed delta to the storage table.
     pub reads_sources: bool,
-    /// Runs only when the `Counts` statement before it listed rows to
+    /// Runs only when the `Counts` statement before it listed groups to
     /// recompute; `$1` is that list (`bigint[]`).
     pub for_listed_groups: bool,
 }
@@ -87,6 +89,12 @@ fn stmt_reading_sources(sql: String, tally: Tally) -> Statement {
         reads_sources: true,
         for_listed_groups: false,
     }
+}
+
+/// Fresh statistics for a scratch table, so that joining it with the
+/// storage table uses the row-id index rather than a scan.
+fn analyze(table: &str) -> Statement {
+    stmt(format!("ANALYZE {table}"), Tally::None)
 }
 
 const HASH: &str = "pgtrickle.pg_trickle_hash_multi";
@@ -223,32 +231,25 @@ fn full_only_insert(plan: &Plan, table: &str, defining_query: &str) -> Statement
     )
 }
 
-/// A statement listing what a change touches (`key` of the rows of
-/// `touched`, distinct), as a `Tally::Counts` statement does: how many, and
-/// the list (`bigint[]`, NULL when empty) for the statements after it that
-/// run `for_listed_groups` with it as `$1`. No scratch table to create,
-/// analyse and drop at every refresh.
-fn list_statement(touched: &str, key: &str) -> Statement {
-    stmt(
-        format!(
-            "SELECT count(*)::text, '0', '0', pg_catalog.array_agg(l.{key})::text FROM ({touched}) l"
-        ),
-        Tally::Counts,
-    )
+/// Names of the temporary tables one refresh uses.
+pub struct Scratch {
+    pub delta: String,
+    pub merge: String,
+    pub rescan: String,
 }
 
-/// The listed row ids, and the listed anchors, as a FROM item.
-const LISTED_ROW_IDS: &str = "(SELECT pg_catalog.unnest($1::bigint[]) AS __pgt_row_id) l";
-const LISTED_ANCHORS: &str = "(SELECT pg_catalog.unnest($1::bigint[]) AS a) l";
+impl Scratch {
+    pub fn for_stream_table(pgt_id: i64) -> Scratch {
+        Scratch {
+            delta: format!("pg_temp.pgt_delta_{pgt_id}"),
+            merge: format!("pg_temp.pgt_merge_{pgt_id}"),
+            rescan: format!("pg_temp.pgt_rescan_{pgt_id}"),
+        }
+    }
 
-/// Deletes the stored rows whose `column` is listed.
-fn listed_delete(table: &str, column: &str) -> Statement {
-    Statement {
-        for_listed_groups: true,
-        ..stmt(
-            format!("DELETE FROM {table} WHERE {column} = ANY ($1::bigint[])"),
-            Tally::Deleted,
-        )
+    fn drop(tables: &[&String]) -> Statement {
+        let names: Vec<&str> = tables.iter().map(|t| t.as_str()).collect();
+        stmt(format!("DROP TABLE {}", names.join(", ")), Tally::None)
     }
 }
 
@@ -261,22 +262,27 @@ pub fn differential_apply(
     cores: &[Core],
     full_core: &Core,
     defining_query: &str,
+    scratch: &Scratch,
 ) -> Vec<Statement> {
     match &plan.shape {
         Shape::FullOnly => unreachable!("full-only stream tables have no delta"),
         Shape::RecomputedGroups { group_columns } => {
-            recomputed_apply(plan, table, cores, defining_query, group_columns)
+            recomputed_apply(plan, table, cores, defining_query, group_columns, scratch)
         }
         Shape::AnchoredRows { .. } => {
             unreachable!("stream tables with LEFT JOINs are refreshed with anchored_apply")
         }
-        Shape::Rows { .. } => vec![rows_apply(plan, table, cores)],
+        Shape::Rows { .. } => {
+            let mut out = rows_apply(plan, table, cores, scratch);
+            out.push(Scratch::drop(&[&scratch.delta, &scratch.merge]));
+            out
+        }
         Shape::Groups {
             group_columns,
             aggs,
         } => {
-            let mut out = vec![groups_apply(plan, table, cores, group_columns, aggs)];
-            if has_extremum(aggs) || aggs.iter().any(|a| a.non_finite != NonFinite::None) {
+            let mut out = groups_apply(plan, table, cores, group_columns, aggs, scratch);
+            if !has_extremum(aggs) && aggs.iter().any(|a| a.non_finite != NonFinite::None) {
                 out.extend(recompute_listed_groups(
                     plan,
                     table,
@@ -284,6 +290,17 @@ pub fn differential_apply(
                     group_columns,
                     aggs,
                 ));
+            }
+            if has_extremum(aggs) {
+                out.extend(rescan_groups(
+                    plan,
+                    table,
+                    full_core,
+                    group_columns,
+                    aggs,
+                    scratch,
+                ));
+                out.push(Scratch::drop(&[&scratch.delta, &scratch.rescan]));
             }
             out
         }

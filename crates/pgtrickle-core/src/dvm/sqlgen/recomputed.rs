@@ -43,6 +43,7 @@ pub(super) fn recomputed_apply(
     cores: &[Core],
     defining_query: &str,
     group_columns: &[usize],
+    s: &Scratch,
 ) -> Vec<Statement> {
     let keys: Vec<String> = (0..group_columns.len())
         .map(|i| format!("u.{}", c(i)))
@@ -66,21 +67,24 @@ pub(super) fn recomputed_apply(
             })
             .collect(),
     );
-    let touched = format!(
-        "SELECT DISTINCT {} AS {ROW_ID} FROM ({touched}) u",
-        group_hash(plan, group_columns, &keys)
-    );
-    let mut out = vec![list_statement(&touched, ROW_ID)];
-    out.push(listed_delete(table, ROW_ID));
-    out.push(Statement {
-        for_listed_groups: true,
-        ..recomputed_insert(
-            plan,
-            table,
-            defining_query,
-            group_columns,
-            Some(LISTED_ROW_IDS),
-        )
-    });
-    out
+    vec![
+        stmt(
+            format!(
+                "CREATE TEMP TABLE {} AS SELECT DISTINCT {} AS {ROW_ID} FROM ({touched}) u",
+                s.delta,
+                group_hash(plan, group_columns, &keys)
+            ),
+            Tally::Delta,
+        ),
+        analyze(&s.delta),
+        stmt(
+            format!(
+                "DELETE FROM {table} WHERE {ROW_ID} IN (SELECT {ROW_ID} FROM {})",
+                s.delta
+            ),
+            Tally::Deleted,
+        ),
+        recomputed_insert(plan, table, defining_query, group_columns, Some(&s.delta)),
+        Scratch::drop(&[&s.delta]),
+    ]
 }

@@ -37,67 +37,79 @@ pub(super) fn rows_full_insert(plan: &Plan, table: &str, cores: &[Core]) -> Stri
     )
 }
 
-/// One statement that nets the changes per source-row identity and applies
-/// them: no scratch table to create, analyse and drop (catalog churn at
-/// every refresh). `m` holds each identity's old and new multiplicity (kept
-/// by its first copy) and where that first copy is; the four writes touch
-/// disjoint rows and all see the storage table as it was before the
-/// statement.
-pub(super) fn rows_apply(plan: &Plan, table: &str, cores: &[Core]) -> Statement {
+pub(super) fn rows_apply(plan: &Plan, table: &str, cores: &[Core], s: &Scratch) -> Vec<Statement> {
     let n = plan.columns.len();
     let cols = visible_list(plan);
     let stream = union_all(cores.iter().map(|core| row_stream(core, n)).collect());
     let picked: Vec<String> = (0..n).map(|i| format!("u.{}", c(i))).collect();
+    let first_copy = copy_row_id("m.__pgt_ident", "1");
     let m_cols: Vec<String> = (0..n).map(|i| format!("m.{}", c(i))).collect();
-    let ctes = [
-        format!("u AS ({stream})"),
-        format!(
-            "d AS (SELECT * FROM (SELECT DISTINCT ON (u.__pgt_ident) u.__pgt_ident, {picked}, \
-             sum(u.__pgt_w) OVER (PARTITION BY u.__pgt_ident) AS __pgt_dw FROM u) x \
-             WHERE x.__pgt_dw <> 0)",
-            picked = picked.join(", ")
+    vec![
+        // Net the changes per source-row identity.
+        stmt(
+            format!(
+                "CREATE TEMP TABLE {delta} AS SELECT * FROM \
+                 (SELECT DISTINCT ON (u.__pgt_ident) u.__pgt_ident, {picked}, \
+                         sum(u.__pgt_w) OVER (PARTITION BY u.__pgt_ident) AS __pgt_dw \
+                    FROM ({stream}) u) x WHERE x.__pgt_dw <> 0",
+                delta = s.delta,
+                picked = picked.join(", ")
+            ),
+            Tally::Delta,
         ),
-        // A probe of the row-id index per changed identity (LIMIT 1 keeps
-        // the subquery from being flattened into a join that could hash
-        // the whole storage table).
-        format!(
-            "m AS (SELECT d.*, t.tid, coalesce(t.{COUNT}, 0) AS __pgt_old, \
-             greatest(coalesce(t.{COUNT}, 0) + d.__pgt_dw, 0) AS __pgt_new FROM d \
-             LEFT JOIN LATERAL (SELECT s.ctid AS tid, s.{COUNT} FROM {table} s \
-             WHERE s.{ROW_ID} = {first} LIMIT 1) t ON true)",
-            first = copy_row_id("d.__pgt_ident", "1"),
+        analyze(&s.delta),
+        // Old and new multiplicity of each identity (held by its first copy).
+        stmt(
+            format!(
+                "CREATE TEMP TABLE {merge} AS SELECT d.*, coalesce(t.{COUNT}, 0) AS __pgt_old, \
+                 greatest(coalesce(t.{COUNT}, 0) + d.__pgt_dw, 0) AS __pgt_new \
+                 FROM {delta} d LEFT JOIN {table} t ON t.{ROW_ID} = {first}",
+                merge = s.merge,
+                delta = s.delta,
+                first = copy_row_id("d.__pgt_ident", "1"),
+            ),
+            Tally::None,
         ),
-        // Removed identities: their first copy ...
-        format!(
-            "del AS (DELETE FROM {table} t USING m WHERE t.ctid = m.tid AND m.__pgt_new = 0 RETURNING 1)"
+        analyze(&s.merge),
+        // Removed identities: their first copy, found through the index ...
+        stmt(
+            format!(
+                "DELETE FROM {table} t USING {merge} m \
+                 WHERE t.{ROW_ID} = {first_copy} AND m.__pgt_new = 0 AND m.__pgt_old > 0",
+                merge = s.merge
+            ),
+            Tally::Deleted,
         ),
-        // ... and extra copies of exact duplicates, which are rare (an
-        // index scan for a list that is nearly always empty).
-        format!(
-            "dex AS (DELETE FROM {table} t WHERE t.{ROW_ID} = ANY (ARRAY(SELECT {rid} FROM m, \
-             generate_series(greatest(m.__pgt_new, 1) + 1, m.__pgt_old) k WHERE m.__pgt_old > 1)) \
-             RETURNING 1)",
-            rid = copy_row_id("m.__pgt_ident", "k"),
+        // ... and extra copies of exact duplicates, which are rare.
+        stmt(
+            format!(
+                "DELETE FROM {table} t USING (SELECT {rid} AS rid FROM {merge} m, \
+                 generate_series(greatest(m.__pgt_new, 1) + 1, m.__pgt_old) k WHERE m.__pgt_old > 1) x \
+                 WHERE t.{ROW_ID} = x.rid",
+                rid = copy_row_id("m.__pgt_ident", "k"),
+                merge = s.merge
+            ),
+            Tally::Deleted,
         ),
-        format!(
-            "upd AS (UPDATE {table} t SET {COUNT} = m.__pgt_new FROM m \
-             WHERE t.ctid = m.tid AND m.__pgt_new > 0 RETURNING 1)"
+        stmt(
+            format!(
+                "UPDATE {table} t SET {COUNT} = m.__pgt_new FROM {merge} m \
+                 WHERE t.{ROW_ID} = {first_copy} AND m.__pgt_new > 0 AND m.__pgt_old > 0",
+                merge = s.merge
+            ),
+            Tally::None,
         ),
-        format!(
-            "ins AS (INSERT INTO {table} ({cols}, {ROW_ID}, {COUNT}) \
-             SELECT {m_cols}, {rid}, CASE WHEN k = 1 THEN m.__pgt_new ELSE 0 END \
-             FROM m, generate_series(m.__pgt_old + 1, m.__pgt_new) k RETURNING 1)",
-            cols = cols.join(", "),
-            m_cols = m_cols.join(", "),
-            rid = copy_row_id("m.__pgt_ident", "k"),
+        stmt(
+            format!(
+                "INSERT INTO {table} ({cols}, {ROW_ID}, {COUNT}) \
+                 SELECT {m_cols}, {rid}, CASE WHEN k = 1 THEN m.__pgt_new ELSE 0 END \
+                 FROM {merge} m, generate_series(m.__pgt_old + 1, m.__pgt_new) k",
+                cols = cols.join(", "),
+                m_cols = m_cols.join(", "),
+                rid = copy_row_id("m.__pgt_ident", "k"),
+                merge = s.merge
+            ),
+            Tally::Inserted,
         ),
-    ];
-    stmt(
-        format!(
-            "WITH {} SELECT (SELECT count(*) FROM d)::text, (SELECT count(*) FROM ins)::text, \
-             ((SELECT count(*) FROM del) + (SELECT count(*) FROM dex))::text",
-            ctes.join(", ")
-        ),
-        Tally::Counts,
-    )
+    ]
 }

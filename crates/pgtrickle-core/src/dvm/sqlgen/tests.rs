@@ -55,21 +55,20 @@ fn rows_delta_nets_per_identity_and_keeps_copies() {
         &[core("SELECT 1", 1, 1)],
         &core("F", 1, 1),
         "Q",
+        &Scratch::for_stream_table(7),
     );
-    // One statement, no scratch table.
-    assert_eq!(stmts.len(), 1);
-    assert_eq!(stmts[0].tally, Tally::Counts);
-    let sql = &stmts[0].sql;
-    assert!(sql.contains("sum(u.__pgt_w) OVER (PARTITION BY u.__pgt_ident)"));
-    assert!(!sql.contains("pg_temp"), "{sql}");
-    // Each identity's first copy is found through the row-id index, and
-    // written through its ctid.
-    assert!(sql.contains("LEFT JOIN LATERAL (SELECT s.ctid AS tid, s.__pgt_count FROM \"s\".\"t\" s WHERE s.__pgt_row_id = pgtrickle.pg_trickle_hash_multi(ARRAY[d.__pgt_ident::text, 1::text]) LIMIT 1)"), "{sql}");
-    assert!(sql.contains(
-        "del AS (DELETE FROM \"s\".\"t\" t USING m WHERE t.ctid = m.tid AND m.__pgt_new = 0"
-    ));
-    assert!(sql.contains("upd AS (UPDATE \"s\".\"t\" t SET __pgt_count = m.__pgt_new FROM m WHERE t.ctid = m.tid AND m.__pgt_new > 0"));
-    assert!(sql.contains("generate_series(m.__pgt_old + 1, m.__pgt_new) k"));
+    let sql: Vec<&str> = stmts.iter().map(|s| s.sql.as_str()).collect();
+    assert!(sql[0].contains("sum(u.__pgt_w) OVER (PARTITION BY u.__pgt_ident)"));
+    assert!(sql[0].contains("pg_temp.pgt_delta_7"));
+    assert_eq!(
+        sql.last().unwrap(),
+        &"DROP TABLE pg_temp.pgt_delta_7, pg_temp.pgt_merge_7"
+    );
+    assert!(sql.iter().any(|s| s.starts_with("DELETE FROM \"s\".\"t\"")));
+    assert_eq!(
+        stmts.iter().filter(|s| s.tally == Tally::Inserted).count(),
+        1
+    );
 }
 
 #[test]
@@ -96,18 +95,18 @@ fn grouped_apply_keeps_sums_null_when_no_values_remain() {
             ],
         },
     };
-    let stmts = apply_one_core(&plan);
-    let delta = &stmts[0].sql;
-    assert_eq!(stmts[0].tally, Tally::Counts);
-    assert!(!delta.contains("pg_temp"), "{delta}");
-    assert!(delta.contains("\"s\" = CASE WHEN (t.__pgt_nn_1 + d.__pgt_dnn_1) > 0"));
+    let stmts = apply_one_core(&plan, 1);
+    let update = stmts.iter().find(|s| s.sql.starts_with("UPDATE")).unwrap();
+    assert!(update
+        .sql
+        .contains("\"s\" = CASE WHEN (t.__pgt_nn_1 + d.__pgt_dnn_1) > 0"));
+    assert!(stmts
+        .iter()
+        .any(|s| s.sql.contains("CREATE TEMP TABLE pg_temp.pgt_rescan_1")));
     // MIN candidates come from weights netted per value.
-    assert!(delta.contains("sum(u.__pgt_w) AS nw FROM u GROUP BY"));
-    // Groups whose MIN lost its value are listed against the stored values
-    // as they were before the statement, and recomputed after it.
-    assert!(delta.contains("(d.__pgt_ddel_2 IS NOT NULL AND d.__pgt_ddel_2 <= t.\"m\")"));
-    assert!(delta.ends_with(", (SELECT pg_catalog.array_agg(r) FROM resc)::text"));
-    assert!(stmts[1..].iter().all(|s| s.for_listed_groups));
+    assert!(stmts[0]
+        .sql
+        .contains("sum(u.__pgt_w) AS nw FROM u GROUP BY"));
     assert!(stmts.iter().any(|s| s.sql.contains("FROM (FULL) f WHERE")));
 }
 
@@ -126,15 +125,15 @@ fn scalar_extremum_is_recomputed_only_when_listed() {
             }],
         },
     };
-    let stmts = apply_one_core(&plan);
+    let stmts = apply_one_core(&plan, 3);
     let rescan = stmts
         .iter()
         .find(|s| s.sql.starts_with("INSERT INTO t") && s.sql.contains("FROM (FULL) f"))
         .unwrap();
     assert!(
-        rescan.sql.ends_with(
-            "HAVING EXISTS (SELECT FROM (SELECT pg_catalog.unnest($1::bigint[]) AS __pgt_row_id) l)"
-        ),
+        rescan
+            .sql
+            .ends_with("HAVING EXISTS (SELECT FROM pg_temp.pgt_rescan_3)"),
         "{}",
         rescan.sql
     );
@@ -148,19 +147,14 @@ fn recomputed_groups_replace_the_groups_a_change_touches() {
             group_columns: vec![0],
         },
     };
-    let stmts = apply_one_core(&plan);
+    let stmts = apply_one_core(&plan, 4);
     assert!(stmts[0]
         .sql
         .contains("SELECT DISTINCT pgtrickle.pg_trickle_hash_multi(ARRAY[u.c0::text])"));
-    assert_eq!(stmts[0].tally, Tally::Counts);
-    assert!(stmts[0].sql.ends_with("pg_catalog.array_agg(l.__pgt_row_id)::text FROM (SELECT DISTINCT pgtrickle.pg_trickle_hash_multi(ARRAY[u.c0::text]) AS __pgt_row_id FROM ((SELECT f.c0 FROM (SELECT) f)) u) l"), "{}", stmts[0].sql);
-    assert_eq!(
-        stmts[1].sql,
-        "DELETE FROM t WHERE __pgt_row_id = ANY ($1::bigint[])"
-    );
-    assert_eq!(stmts[1].tally, Tally::Deleted);
-    assert!(stmts[2].sql.ends_with("FROM (Q) q WHERE pgtrickle.pg_trickle_hash_multi(ARRAY[q.\"g\"::text]) IN (SELECT __pgt_row_id FROM (SELECT pg_catalog.unnest($1::bigint[]) AS __pgt_row_id) l)"), "{}", stmts[2].sql);
-    assert!(stmts[1..].iter().all(|s| s.for_listed_groups));
+    assert_eq!(stmts[0].tally, Tally::Delta);
+    assert_eq!(stmts[1].sql, "ANALYZE pg_temp.pgt_delta_4");
+    assert_eq!(stmts[2].tally, Tally::Deleted);
+    assert!(stmts[3].sql.ends_with("FROM (Q) q WHERE pgtrickle.pg_trickle_hash_multi(ARRAY[q.\"g\"::text]) IN (SELECT __pgt_row_id FROM pg_temp.pgt_delta_4)"), "{}", stmts[3].sql);
 }
 
 #[test]
@@ -175,6 +169,7 @@ fn anchored_rows_are_found_by_stored_identities_and_recomputed() {
         &[(core("INS", 2, 1), 1)],
         &["SELECT rid FROM buf".to_string()],
         &core("FULL", 2, 1),
+        &Scratch::for_stream_table(5),
     );
     assert!(
         stmts[0]
@@ -190,20 +185,25 @@ fn anchored_rows_are_found_by_stored_identities_and_recomputed() {
         "{}",
         stmts[0].sql
     );
-    assert_eq!(stmts[0].tally, Tally::Counts);
-    assert_eq!(
-        stmts[1].sql,
-        "DELETE FROM t WHERE __pgt_anchor = ANY ($1::bigint[])"
-    );
+    assert!(stmts[2]
+        .sql
+        .starts_with("DELETE FROM t WHERE __pgt_anchor IN"));
     assert!(
-        stmts[2].sql.contains(
-            "FROM (FULL) f WHERE f.__pgt_rid_0 IN (SELECT a FROM (SELECT pg_catalog.unnest($1::bigint[]) AS a) l)"
-        ),
+        stmts[3]
+            .sql
+            .contains("FROM (FULL) f WHERE f.__pgt_rid_0 IN (SELECT a FROM pg_temp.pgt_delta_5)"),
         "{}",
-        stmts[2].sql
+        stmts[3].sql
     );
-    assert!(stmts[1..].iter().all(|s| s.for_listed_groups));
-    assert!(anchored_apply(&plan, "t", &[], &[], &core("FULL", 2, 1),).is_empty());
+    assert!(anchored_apply(
+        &plan,
+        "t",
+        &[],
+        &[],
+        &core("FULL", 2, 1),
+        &Scratch::for_stream_table(5)
+    )
+    .is_empty());
 }
 
 #[test]
@@ -221,15 +221,22 @@ fn scalar_aggregates_never_delete_their_row() {
             }],
         },
     };
-    let stmts = apply_one_core(&plan);
+    let stmts = apply_one_core(&plan, 1);
     assert!(!stmts.iter().any(|s| s.sql.starts_with("DELETE")));
     assert!(stmts[0].sql.contains("HAVING count(*) > 0"));
 }
 
 /// The statements of a differential refresh of one single-relation core
 /// `SELECT` (full core `FULL`, query `Q`) into table `t`.
-fn apply_one_core(plan: &Plan) -> Vec<Statement> {
-    differential_apply(plan, "t", &[core("SELECT", 1, 1)], &core("FULL", 1, 1), "Q")
+fn apply_one_core(plan: &Plan, pgt_id: i64) -> Vec<Statement> {
+    differential_apply(
+        plan,
+        "t",
+        &[core("SELECT", 1, 1)],
+        &core("FULL", 1, 1),
+        "Q",
+        &Scratch::for_stream_table(pgt_id),
+    )
 }
 
 fn sums_plan(group_columns: Vec<usize>) -> Plan {
@@ -254,7 +261,7 @@ fn sums_plan(group_columns: Vec<usize>) -> Plan {
 
 #[test]
 fn grouped_apply_without_extremum_is_one_statement() {
-    let stmts = apply_one_core(&sums_plan(vec![0]));
+    let stmts = apply_one_core(&sums_plan(vec![0]), 3);
     assert_eq!(stmts.len(), 1, "{stmts:?}");
     let sql = &stmts[0].sql;
     assert_eq!(stmts[0].tally, Tally::Counts);
@@ -284,7 +291,7 @@ fn grouped_apply_without_extremum_is_one_statement() {
 
 #[test]
 fn scalar_sums_never_delete_their_row() {
-    let stmts = apply_one_core(&sums_plan(vec![]));
+    let stmts = apply_one_core(&sums_plan(vec![]), 3);
     assert_eq!(stmts.len(), 1);
     let sql = &stmts[0].sql;
     assert!(!sql.contains("DELETE"), "{sql}");
@@ -298,7 +305,7 @@ fn never_null_arguments_count_non_nulls_by_the_row_count() {
     if let Shape::Groups { aggs, .. } = &mut plan.shape {
         aggs[0].never_null = true;
     }
-    let stmts = apply_one_core(&plan);
+    let stmts = apply_one_core(&plan, 3);
     let sql = &stmts[0].sql;
     // the same aggregate as the row count: no CASE per change row
     assert!(sql.contains("sum(u.__pgt_w) AS __pgt_dnn_1"), "{sql}");
@@ -319,10 +326,10 @@ fn with_non_finite(mut plan: Plan, nf: NonFinite) -> Plan {
 
 #[test]
 fn groups_whose_sum_turns_nan_or_infinite_are_listed_and_recomputed() {
-    let stmts = apply_one_core(&with_non_finite(
-        sums_plan(vec![0]),
-        NonFinite::NanOrInfinity,
-    ));
+    let stmts = apply_one_core(
+        &with_non_finite(sums_plan(vec![0]), NonFinite::NanOrInfinity),
+        3,
+    );
     assert_eq!(stmts.len(), 3, "{stmts:?}");
     let sql = &stmts[0].sql;
     // updated and inserted groups report whether their new sum is finite
@@ -351,14 +358,14 @@ fn groups_whose_sum_turns_nan_or_infinite_are_listed_and_recomputed() {
         stmts[2].sql
     );
     // sums of integers cannot be NaN or infinite: nothing to list
-    let plain = apply_one_core(&sums_plan(vec![0]));
+    let plain = apply_one_core(&sums_plan(vec![0]), 3);
     assert_eq!(plain.len(), 1);
     assert!(!plain[0].sql.contains("nf"));
 }
 
 #[test]
 fn sums_of_intervals_do_not_add_opposite_infinities() {
-    let stmts = apply_one_core(&with_non_finite(sums_plan(vec![0]), NonFinite::Infinity));
+    let stmts = apply_one_core(&with_non_finite(sums_plan(vec![0]), NonFinite::Infinity), 3);
     let sql = &stmts[0].sql;
     assert!(sql.contains(
         "CASE WHEN NOT pg_catalog.isfinite(t.\"s\") THEN t.\"s\" \
@@ -380,6 +387,7 @@ fn paired_cores_subtract_old_arguments_in_the_same_row() {
         &[paired, core("OTHER", 2, -1)],
         &core("FULL", 2, 1),
         "Q",
+        &Scratch::for_stream_table(3),
     );
     assert_eq!(stmts.len(), 1, "{stmts:?}");
     let sql = &stmts[0].sql;
@@ -437,7 +445,7 @@ fn group_row_ids_hash_each_key_in_its_form() {
         "{}",
         stmts[0].sql
     );
-    let apply = apply_one_core(&plan);
+    let apply = apply_one_core(&plan, 3);
     assert!(apply[0].sql.contains(
         "pgtrickle.pg_trickle_hash_multi(ARRAY[pg_catalog.hashtextextended(u.c0, 0)::text, \
          pg_catalog.encode(pg_catalog.timestamptz_send(u.c1), 'hex')]) AS __pgt_row_id"
